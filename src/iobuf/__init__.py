@@ -1,0 +1,30 @@
+"""iobuf: pooled, aligned, zero-copy I/O buffers for Python.
+
+A port of the ``commonware_runtime`` buffer pool: power-of-two size classes,
+a per-thread cache in front of a bounded shared freelist per class, mutable
+:class:`IoBufMut` and immutable shareable :class:`IoBuf` views, and a safety
+rule that never hands memory out again while anything can still reach it.
+"""
+
+from ._config import BufferPoolConfig
+from ._errors import Exhausted, Oversized, PoolClosed, PoolError
+from ._memory import cache_line_size, page_size
+from ._pool import BufferPool, PoolStats, SizeClassStats
+from ._size_class import flush_thread_cache
+from ._views import IoBuf, IoBufMut
+
+__all__ = [
+    "BufferPool",
+    "BufferPoolConfig",
+    "Exhausted",
+    "IoBuf",
+    "IoBufMut",
+    "Oversized",
+    "PoolClosed",
+    "PoolError",
+    "PoolStats",
+    "SizeClassStats",
+    "cache_line_size",
+    "flush_thread_cache",
+    "page_size",
+]

@@ -1,0 +1,92 @@
+"""Raw memory: page and cache-line sizes, aligned blocks, and buffer addresses.
+
+What it owns: how a block of bytes with a given base alignment is obtained.
+Every block is exposed as a writable, 1-D, format ``"B"`` memoryview of exactly
+the requested size whose first byte sits at a multiple of the alignment. The
+memoryview keeps its backing object alive, and that object (an anonymous
+``mmap`` or a ``bytearray``) is freed by CPython when the last reference to it
+goes; nothing here frees memory explicitly, so a block can never be freed while
+anything still references it.
+
+Blocks of at least one page use anonymous ``mmap`` (page-aligned by the kernel,
+zero-filled lazily, returned to the OS when unmapped); smaller blocks use an
+over-allocated ``bytearray`` trimmed to an aligned window. Both are zero-filled
+when new, which ``alloc_zeroed`` relies on for freshly created buffers.
+
+Thread safety: stateless apart from constants computed at import; safe from
+any thread on GIL and free-threaded builds.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import os
+import platform
+
+__all__ = ["address_of", "aligned_block", "cache_line_size", "page_size"]
+
+
+def _detect_page_size() -> int:
+    try:
+        size = os.sysconf("SC_PAGESIZE")
+    except (AttributeError, ValueError, OSError):
+        size = mmap.PAGESIZE
+    return size if size > 0 and size & (size - 1) == 0 else 4096
+
+
+_PAGE_SIZE = _detect_page_size()
+
+# The seed uses crossbeam's CachePadded alignment: 128 bytes on x86_64,
+# aarch64 and powerpc64 (adjacent-line prefetch pairs lines), 256 on s390x,
+# 32 on 32-bit arm/mips/riscv, 64 elsewhere.
+_CACHE_LINE_BY_MACHINE = {
+    "x86_64": 128,
+    "amd64": 128,
+    "aarch64": 128,
+    "arm64": 128,
+    "ppc64": 128,
+    "ppc64le": 128,
+    "s390x": 256,
+}
+
+
+def page_size() -> int:
+    """The operating system's memory page size in bytes (a power of two, usually 4096)."""
+    return _PAGE_SIZE
+
+
+def cache_line_size() -> int:
+    """The cache-line padding the seed uses for this CPU (128 on x86_64 and aarch64)."""
+    machine = platform.machine().lower()
+    if machine in _CACHE_LINE_BY_MACHINE:
+        return _CACHE_LINE_BY_MACHINE[machine]
+    if machine.startswith(("arm", "mips", "riscv32")):
+        return 32
+    return 64
+
+
+def address_of(view: memoryview) -> int:
+    """Address of the first byte of a writable, C-contiguous memoryview."""
+    if len(view) == 0:
+        raise ValueError("an empty memoryview has no address")
+    return ctypes.addressof(ctypes.c_char.from_buffer(view))
+
+
+def aligned_block(size: int, alignment: int) -> memoryview:
+    """A new zero-filled block of ``size`` bytes whose base is a multiple of ``alignment``.
+
+    ``size`` must be >= 1 and ``alignment`` a power of two (callers validate).
+    """
+    if size >= _PAGE_SIZE:
+        # mmap is page-aligned; larger alignments over-map and trim.
+        extra = alignment - _PAGE_SIZE if alignment > _PAGE_SIZE else 0
+        raw: mmap.mmap | bytearray = mmap.mmap(-1, size + extra)
+    else:
+        extra = alignment - 1
+        raw = bytearray(size + extra)
+    whole = memoryview(raw)
+    offset = 0
+    if alignment > 1:
+        offset = -address_of(whole) % alignment
+    return whole[offset : offset + size]

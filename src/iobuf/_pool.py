@@ -1,0 +1,324 @@
+"""``BufferPool``: maps requests to size classes and hands out ``IoBufMut`` buffers.
+
+What it owns: the validated config, one :class:`~iobuf._size_class.SizeClass`
+per power-of-two size, the oversized counter, and (optionally) the metrics
+collector registered in a Prometheus registry.
+
+Invariants:
+- Buffers never reference the pool, only their size class, so dropping the
+  last reference to a pool runs ``__del__`` → :meth:`BufferPool.close` even with
+  buffers outstanding; those buffers stay valid and are freed when dropped.
+- After ``close()`` every allocation raises :class:`~iobuf.PoolClosed`. Closing
+  rewrites the size bounds to sentinels so that every request lands on a slow
+  path that checks ``_closed``; the hot path carries no check of its own.
+- Every error is raised before any state changes (``Exhausted`` and
+  ``Oversized`` only bump their counters).
+
+Thread safety: any thread may allocate; the per-request path reads immutable
+fields and calls into the size class (see its notes). ``close()`` may race an
+allocation in another thread; that allocation either fails or gets a buffer
+that is freed (not reused) when dropped.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from ._config import BufferPoolConfig
+from ._errors import Exhausted, Oversized, PoolClosed, check_size
+from ._metrics import OversizedCounter, PoolCollector, check_namespace
+from ._size_class import SizeClass
+from ._views import IoBufMut, pooled_buf
+
+__all__ = ["BufferPool", "PoolStats", "SizeClassStats"]
+
+
+@dataclass(frozen=True, slots=True)
+class SizeClassStats:
+    """A snapshot of one size class.
+
+    ``global_free`` counts buffers in the shared freelist; ``local_free`` those
+    in the *calling* thread's cache. ``created - global_free - local_free`` is
+    what is in use or cached by other threads.
+    """
+
+    size: int
+    max_buffers: int
+    created: int
+    global_free: int
+    local_free: int
+    thread_cache_capacity: int
+    exhausted_total: int
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    """A snapshot of a pool: one :class:`SizeClassStats` per class, ascending."""
+
+    classes: tuple[SizeClassStats, ...]
+    oversized_total: int
+
+    def for_size(self, size: int) -> SizeClassStats:
+        """The stats of the class whose buffers are exactly ``size`` bytes."""
+        for c in self.classes:
+            if c.size == size:
+                return c
+        raise KeyError(f"no size class of {size} bytes")
+
+
+class BufferPool:
+    """A thread-safe pool of reusable, aligned buffers in power-of-two size classes.
+
+    >>> from iobuf import BufferPool, BufferPoolConfig
+    >>> with BufferPool(BufferPoolConfig.for_network()) as pool:
+    ...     buf = pool.alloc(1500)
+    ...     buf.capacity, buf.is_pooled
+    (2048, True)
+
+    ``registry=`` (a ``prometheus_client.CollectorRegistry``) publishes the
+    pool's metrics under ``namespace``.
+    """
+
+    __slots__ = (
+        "_config",
+        "_classes",
+        "_min_size",
+        "_max_size",
+        "_min_shift",
+        "_bypass_below",
+        "_alignment",
+        "_cache_capacity",
+        "_closed",
+        "_oversized_count",
+        "_registry",
+        "_collector",
+        "__weakref__",
+    )
+
+    def __init__(
+        self,
+        config: BufferPoolConfig | None = None,
+        *,
+        registry: Any = None,
+        namespace: str = "",
+    ) -> None:
+        self._closed = True  # until fully built, so __del__ of a failed build does nothing
+        if config is None:
+            config = BufferPoolConfig.for_network()
+        elif not isinstance(config, BufferPoolConfig):
+            raise TypeError(f"config must be a BufferPoolConfig, not {type(config).__name__}")
+        config.validate()
+        namespace = check_namespace(namespace)
+        if registry is not None and not (
+            callable(getattr(registry, "register", None))
+            and callable(getattr(registry, "unregister", None))
+        ):
+            raise TypeError(
+                f"registry must be a prometheus_client CollectorRegistry, not {type(registry).__name__}"
+            )
+        cache_capacity = config.resolve_thread_cache_capacity()
+        classes = tuple(
+            SizeClass(
+                size,
+                config.alignment,
+                config.max_per_class,
+                config.parallelism,
+                cache_capacity,
+                config.prefill,
+            )
+            for size in config.class_sizes
+        )
+        oversized = OversizedCounter()
+        collector = None
+        if registry is not None:
+            collector = PoolCollector(namespace, classes, oversized)
+            registry.register(collector)  # a name clash raises ValueError here
+        self._config = config
+        self._classes = classes
+        self._min_size = config.min_size
+        self._max_size = config.max_size
+        self._min_shift = config.min_size.bit_length() - 1
+        self._bypass_below = config.pool_min_size
+        self._alignment = config.alignment
+        self._cache_capacity = cache_capacity
+        self._oversized_count = oversized
+        self._registry = registry
+        self._collector = collector
+        self._closed = False
+
+    # -- allocation ------------------------------------------------------------
+
+    def try_alloc(self, capacity: int) -> IoBufMut:
+        """A pooled buffer with ``len == 0`` and ``capacity`` = the class size.
+
+        Raises :class:`~iobuf.Oversized` above ``max_size`` and
+        :class:`~iobuf.Exhausted` when the class is at ``max_per_class`` with
+        nothing free. Requests below ``pool_min_size`` bypass the pool: an
+        untracked aligned buffer of capacity ``max(capacity, 1)``.
+        """
+        if type(capacity) is not int:
+            capacity = check_size("capacity", capacity)
+        if capacity <= self._min_size:
+            if capacity < self._bypass_below:  # also every negative request
+                return self._bypass(capacity, 0)
+            cls = self._classes[0]
+        elif capacity > self._max_size:
+            raise self._oversized()
+        else:
+            cls = self._classes[(capacity - 1).bit_length() - self._min_shift]
+        mv = cls.take()
+        if mv is None:
+            raise self._exhausted()
+        return pooled_buf(cls, mv, 0)
+
+    def alloc(self, capacity: int) -> IoBufMut:
+        """Like :meth:`try_alloc`, but an oversized request or an exhausted class
+        gets an untracked aligned buffer of capacity ``max(capacity, min_size)``."""
+        try:
+            return self.try_alloc(capacity)
+        except (Oversized, Exhausted):
+            return IoBufMut.with_alignment(max(capacity, self._config.min_size), self._alignment)
+
+    def alloc_len(self, length: int) -> IoBufMut:
+        """:meth:`alloc` with ``len == length``; the bytes are unspecified (may be stale)."""
+        buf = self.alloc(length)
+        buf.set_len(length)
+        return buf
+
+    def try_alloc_zeroed(self, length: int) -> IoBufMut:
+        """:meth:`try_alloc` with ``len == length`` and bytes ``[0, length)`` zeroed."""
+        if type(length) is not int:
+            length = check_size("length", length)
+        if length < self._bypass_below:
+            return self._bypass(length, length)
+        buf = self.try_alloc(length)
+        if length:
+            cls = buf._cls
+            assert cls is not None
+            ctypes.memset(cls.addresses[id(buf._mv)], 0, length)
+            buf._len = length
+        return buf
+
+    def alloc_zeroed(self, length: int) -> IoBufMut:
+        """:meth:`try_alloc_zeroed`, falling back like :meth:`alloc` (untracked, zeroed)."""
+        try:
+            return self.try_alloc_zeroed(length)
+        except (Oversized, Exhausted):
+            buf = IoBufMut.zeroed_with_alignment(
+                max(length, self._config.min_size), self._alignment
+            )
+            buf.truncate(length)
+            return buf
+
+    def size_class(self, capacity: int) -> int | None:
+        """The buffer size that serves a request of ``capacity`` bytes, or None if oversized."""
+        n = check_size("capacity", capacity)
+        if n < 0:
+            raise ValueError(f"capacity must be >= 0, got {n}")
+        config = self._config
+        if n > config.max_size:
+            return None
+        if n <= config.min_size:
+            return config.min_size
+        return 1 << (n - 1).bit_length()
+
+    # -- slow paths ------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise PoolClosed()
+
+    def _bypass(self, capacity: int, length: int) -> IoBufMut:
+        self._check_open()
+        if capacity < 0:
+            raise ValueError(f"capacity must be >= 0, got {capacity}")
+        buf = IoBufMut.zeroed_with_alignment(max(capacity, 1), self._alignment)
+        buf.truncate(length)
+        return buf
+
+    def _oversized(self) -> PoolClosed | Oversized:
+        if self._closed:
+            return PoolClosed()
+        self._oversized_count.inc()
+        return Oversized()
+
+    def _exhausted(self) -> PoolClosed | Exhausted:
+        # The size class counted it (under its lock) when creation was refused.
+        return PoolClosed() if self._closed else Exhausted()
+
+    # -- introspection -----------------------------------------------------------
+
+    @property
+    def config(self) -> BufferPoolConfig:
+        """The (validated, immutable) configuration."""
+        return self._config
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran."""
+        return self._closed
+
+    def stats(self) -> PoolStats:
+        """A snapshot of every class; never blocks allocation."""
+        classes = tuple(
+            SizeClassStats(
+                size=cls.size,
+                max_buffers=cls.shared.max_buffers,
+                created=cls.shared.created,
+                global_free=len(cls.shared),
+                local_free=cls.local_len(),
+                thread_cache_capacity=self._cache_capacity,
+                exhausted_total=cls.shared.exhausted,
+            )
+            for cls in self._classes
+        )
+        return PoolStats(classes=classes, oversized_total=self._oversized_count.value)
+
+    def __repr__(self) -> str:
+        c = self._config
+        state = "closed" if self._closed else "open"
+        return (
+            f"BufferPool({state}, num_classes={len(self._classes)}, sizes={c.min_size}..{c.max_size}, "
+            f"max_per_class={c.max_per_class}, alignment={c.alignment}, "
+            f"thread_cache_capacity={self._cache_capacity})"
+        )
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop handing out buffers and free every free buffer the pool and the
+        calling thread's cache hold. Buffers in use stay valid; each is freed, not
+        reused, when its last view goes. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        # Sentinels route every request to a slow path that raises PoolClosed.
+        self._min_size = -1
+        self._max_size = -1
+        self._bypass_below = 0
+        for cls in self._classes:
+            cls.close()
+        collector, self._collector = self._collector, None
+        if collector is not None:
+            self._registry.unregister(collector)
+
+    def __enter__(self) -> BufferPool:
+        self._check_open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: S110 - interpreter teardown
+            pass

@@ -1,0 +1,352 @@
+"""One size class: its shared freelist, creation limit, and per-thread caches.
+
+Design (the seed's two-level allocator)
+---------------------------------------
+Each class keeps free buffers in two places:
+
+1. **Per-thread caches**: a ``threading.local`` per class, so several pools (or
+   classes) never share a cache. Each thread's entry is a :class:`LocalCache`,
+   a plain list used as a LIFO stack of at most ``cache_capacity`` buffers.
+   Only its own thread touches it, so the hot path (``take`` on a hit,
+   ``give_back`` with room) is a list ``pop``/``append`` and takes no lock.
+2. **The shared freelist**: ``stripes``, a power-of-two number of lists.
+   A thread starts at its home stripe (a per-thread id) and probes the others.
+   ``list.append``/``list.pop``/``list.extend`` are each atomic on GIL builds
+   and hold the list's per-object lock on free-threaded builds, so the freelist
+   needs no lock of its own. Batch moves are a sequence of such atomic steps;
+   a concurrent thread may interleave, which changes who gets which buffer but
+   never duplicates or loses one.
+
+Refill and spill follow the seed exactly: a miss with capacity >= 4 takes up to
+``capacity // 2`` from the shared list (the first goes to the caller); a full
+cache with capacity >= 4 spills its most recent ``max(1, min(len, cap // 2))``
+entries in one batch and keeps the incoming buffer; smaller caches take or send
+one buffer at a time. Capacity 0 means every operation goes to the shared list.
+
+Invariants
+----------
+- A buffer (its memoryview ``mv``) is in exactly one place: in use (owned by
+  an IoBufMut, a lease or an exporter, see ``_views``), in one thread's cache,
+  or in one stripe. ``created == in use + cached (all threads) + shared``.
+- ``created <= max_per_class``; ``created`` only grows (under ``_lock``).
+- A buffer returned after ``close()`` is dropped (its memory freed by CPython
+  once unreferenced), never parked again. Closing sets ``cache_capacity`` to
+  -1 so the return hot path falls into :meth:`SizeClass._give_back_full`,
+  which sees ``closed`` and drops the buffer; the hot path carries no extra
+  check for it.
+- A thread's cache empties into the shared list when the thread exits (the
+  thread's ``threading.local`` dict dies, running ``LocalCache.__del__``) or on
+  :func:`flush_thread_cache`.
+
+What relies on the GIL: nothing for correctness. Counters that several threads
+change (``created``, ``exhausted``) are updated under ``_lock``; list
+operations are atomic on both builds. ``closed`` and ``cache_capacity`` are
+single attribute stores read without a lock: a return racing ``close()`` can
+park one buffer in a closed class, where it is never handed out and is freed
+with the class.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import weakref
+from typing import Any
+
+from ._memory import address_of, aligned_block
+from ._views import make_export_type
+
+__all__ = ["LocalCache", "SizeClass", "flush_thread_cache"]
+
+# Below this capacity a thread cache moves one buffer at a time: batching a
+# half of 1-3 entries would not amortise anything (the seed's MIN_TLS_BATCH_CAPACITY).
+MIN_BATCH_CAPACITY = 4
+
+_class_ids = itertools.count()
+# Every live class, so flush_thread_cache() can reach the caller's caches.
+_live_classes: weakref.WeakSet[SizeClass] = weakref.WeakSet()
+_live_lock = threading.Lock()
+_thread_ids = itertools.count()
+_thread_id_lock = threading.Lock()
+
+
+def _stripe_count(capacity: int, parallelism: int) -> int:
+    """Stripes of the shared freelist: next_pow2(parallelism), capped by capacity.
+
+    The cap (the largest power of two <= capacity) keeps every stripe able to
+    hold a buffer. Unlike the seed's 64-bit bitmap words, a list stripe has no
+    size limit, so there is no extra ``ceil(capacity / 64)`` term.
+    """
+    target = 1 << (parallelism - 1).bit_length()
+    max_stripes = 1 << (capacity.bit_length() - 1)
+    return min(target, max_stripes)
+
+
+class LocalCache(list):  # type: ignore[type-arg]
+    """One thread's LIFO cache of free buffers for one class.
+
+    Holds the class's :class:`Shared` (not the class itself, which would form a
+    cycle through the class's ``threading.local``) so that it can empty itself
+    into the shared freelist when its thread exits.
+    """
+
+    __slots__ = ("shared", "home")
+
+    def __init__(self, shared: Shared, home: int) -> None:
+        super().__init__()
+        self.shared = shared
+        self.home = home
+
+    def flush(self) -> None:
+        """Move every cached buffer to the shared freelist."""
+        if self:
+            batch = self[:]
+            del self[:]
+            self.shared.put_batch(batch, self.home)
+
+    def __del__(self) -> None:
+        try:
+            self.flush()
+        except Exception:  # noqa: S110 - interpreter teardown; memory is freed regardless
+            pass
+
+
+class Shared:
+    """The shared, striped freelist and the creation counter of one class."""
+
+    __slots__ = ("stripes", "mask", "closed", "max_buffers", "created", "exhausted", "_lock")
+
+    def __init__(self, max_buffers: int, parallelism: int) -> None:
+        n = _stripe_count(max_buffers, parallelism)
+        self.stripes: list[list[memoryview]] = [[] for _ in range(n)]
+        self.mask = n - 1
+        self.closed = False
+        self.max_buffers = max_buffers
+        self.created = 0
+        self.exhausted = 0
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self.stripes)
+
+    def put(self, mv: memoryview, home: int) -> None:
+        if self.closed:
+            return
+        self.stripes[home & self.mask].append(mv)
+
+    def put_batch(self, batch: list[memoryview], home: int) -> None:
+        if self.closed:
+            return
+        self.stripes[home & self.mask].extend(batch)
+
+    def take(self, home: int) -> memoryview | None:
+        stripes = self.stripes
+        mask = self.mask
+        for i in range(mask + 1):
+            stripe = stripes[(home + i) & mask]
+            if stripe:
+                try:
+                    return stripe.pop()
+                except IndexError:  # another thread emptied it first
+                    continue
+        return None
+
+    def take_batch(self, count: int, home: int, into: list[memoryview]) -> None:
+        """Append up to ``count`` buffers to ``into``, probing from ``home``."""
+        stripes = self.stripes
+        mask = self.mask
+        for i in range(mask + 1):
+            stripe = stripes[(home + i) & mask]
+            while stripe and len(into) < count:
+                try:
+                    into.append(stripe.pop())
+                except IndexError:
+                    break
+            if len(into) >= count:
+                return
+
+    def reserve(self) -> bool:
+        """Claim one creation slot; False (and count it) if the class is full."""
+        with self._lock:
+            if self.created < self.max_buffers:
+                self.created += 1
+                return True
+            self.exhausted += 1
+            return False
+
+    def unreserve(self) -> None:
+        with self._lock:
+            self.created -= 1
+
+    def drain(self) -> list[memoryview]:
+        """Remove and return every parked buffer."""
+        drained: list[memoryview] = []
+        for stripe in self.stripes:
+            while stripe:
+                try:
+                    drained.append(stripe.pop())
+                except IndexError:
+                    break
+        return drained
+
+
+def _new_home() -> int:
+    with _thread_id_lock:
+        return next(_thread_ids)
+
+
+class SizeClass:
+    """A power-of-two size class. Buffers in use hold it, so it can outlive its pool."""
+
+    __slots__ = (
+        "size",
+        "alignment",
+        "class_id",
+        "cache_capacity",
+        "shared",
+        "local",
+        "export_type",
+        "addresses",
+        "__weakref__",
+    )
+
+    def __init__(
+        self,
+        size: int,
+        alignment: int,
+        max_buffers: int,
+        parallelism: int,
+        cache_capacity: int,
+        prefill: bool,
+    ) -> None:
+        self.size = size
+        self.alignment = alignment
+        self.class_id = next(_class_ids)
+        self.cache_capacity = cache_capacity
+        self.shared = Shared(max_buffers, parallelism)
+        self.local = threading.local()
+        self.export_type: Any = make_export_type(size)
+        # id(mv) -> base address, for exporters and ``address``; entries live
+        # exactly as long as the buffer is tracked by this class.
+        self.addresses: dict[int, int] = {}
+        with _live_lock:
+            _live_classes.add(self)
+        if prefill:
+            shared = self.shared
+            blocks = [self._new_block() for _ in range(max_buffers)]
+            shared.created = max_buffers
+            for i, mv in enumerate(blocks):
+                shared.stripes[i & shared.mask].append(mv)
+
+    def _new_block(self) -> memoryview:
+        mv = aligned_block(self.size, self.alignment)
+        self.addresses[id(mv)] = address_of(mv)
+        return mv
+
+    # -- the hot paths -------------------------------------------------------
+
+    def take(self) -> memoryview | None:
+        """A free buffer for the calling thread, or None if the class is exhausted."""
+        try:
+            cache: LocalCache = self.local.cache
+        except AttributeError:
+            cache = self._init_cache()
+        if cache:
+            return cache.pop()
+        return self._refill(cache)
+
+    def give_back(self, mv: memoryview) -> None:
+        """Return a buffer nothing reaches any more to the calling thread's cache."""
+        try:
+            cache: LocalCache = self.local.cache
+        except AttributeError:
+            cache = self._init_cache()
+        if len(cache) < self.cache_capacity:
+            cache.append(mv)
+        else:
+            self._give_back_full(cache, mv)
+
+    # -- slow paths ----------------------------------------------------------
+
+    def _init_cache(self) -> LocalCache:
+        cache = LocalCache(self.shared, _new_home())
+        self.local.cache = cache
+        return cache
+
+    def _refill(self, cache: LocalCache) -> memoryview | None:
+        shared = self.shared
+        capacity = self.cache_capacity
+        if capacity < MIN_BATCH_CAPACITY:
+            mv = shared.take(cache.home)
+        else:
+            batch: list[memoryview] = []
+            shared.take_batch(capacity // 2, cache.home, batch)
+            if batch:
+                mv = batch[0]
+                cache.extend(batch[1:])
+            else:
+                mv = None
+        if mv is None:
+            return self._create()
+        return mv
+
+    def _create(self) -> memoryview | None:
+        shared = self.shared
+        if shared.closed or not shared.reserve():
+            return None
+        try:
+            return self._new_block()
+        except BaseException:
+            shared.unreserve()
+            raise
+
+    def _give_back_full(self, cache: LocalCache, mv: memoryview) -> None:
+        shared = self.shared
+        if shared.closed:
+            self.addresses.pop(id(mv), None)
+            return
+        capacity = self.cache_capacity
+        if capacity < MIN_BATCH_CAPACITY:
+            shared.put(mv, cache.home)
+            return
+        spill = max(1, min(len(cache), capacity // 2))
+        batch = cache[-spill:]
+        del cache[-spill:]
+        shared.put_batch(batch, cache.home)
+        cache.append(mv)
+
+    # -- pool-level operations -----------------------------------------------
+
+    def local_len(self) -> int:
+        cache: LocalCache | None = getattr(self.local, "cache", None)
+        return 0 if cache is None else len(cache)
+
+    def flush_local(self) -> None:
+        cache: LocalCache | None = getattr(self.local, "cache", None)
+        if cache is not None:
+            cache.flush()
+
+    def close(self) -> None:
+        """Refuse further parking, free the shared free buffers and the caller's cache."""
+        shared = self.shared
+        shared.closed = True
+        self.cache_capacity = -1
+        cache: LocalCache | None = getattr(self.local, "cache", None)
+        dropped = shared.drain()
+        if cache is not None:
+            dropped += cache
+            del cache[:]
+        for mv in dropped:
+            self.addresses.pop(id(mv), None)
+
+
+def flush_thread_cache() -> None:
+    """Move every buffer cached by the calling thread (all pools) to the shared freelists.
+
+    Threads do this by themselves when they exit; call it before a thread goes
+    idle for long so other threads can reuse what it holds.
+    """
+    with _live_lock:
+        classes = list(_live_classes)
+    for cls in classes:
+        cls.flush_local()

@@ -1,0 +1,807 @@
+"""``IoBufMut`` and ``IoBuf``: views over pooled, aligned or heap memory.
+
+The safety rule, and how it holds by construction
+-------------------------------------------------
+A pooled buffer's memory may be handed out again only when nothing in the
+process can still reach it. Three kinds of thing can reach it:
+
+1. **Owners**: an ``IoBufMut`` that owns the buffer directly, or a
+   :class:`_Lease` shared by every ``IoBuf`` (and at most one ``IoBufMut``) on
+   it. ``IoBuf`` clones and slices share one lease, so CPython's reference count
+   of the lease is the seed's ``Arc`` count.
+2. **Exported views**: every memoryview given to user code over pooled memory
+   (``as_memoryview``, ``chunk``, ``spare_capacity``) is a slice of
+   ``memoryview(exporter)``, where the exporter is a ``ctypes`` array object of
+   the class size laid over the buffer with ``from_address``. Slices, casts,
+   numpy arrays and anything else built on such a view keep the exporter alive
+   through the memoryview's managed buffer; the exporter dies exactly when the
+   last of them goes. Each owner creates at most one exporter, lazily, and holds
+   it, so a buffer that never exports a view pays nothing for this.
+3. **Internal memoryviews** (``_mv``): never handed out; used only for
+   temporaries inside one method call.
+
+Release protocol: when the last owner goes (``__del__`` of the ``IoBufMut`` or
+the lease), :func:`_release` runs. With no exporter the buffer goes straight
+back to the class. With an exporter, the owner only *arms* it; the exporter's
+``__del__`` gives the buffer back once its last view is gone, which is
+immediately when no view is alive (the owner's reference was the last one).
+The exporter holds the class and the internal view, never the owner, so no
+reference cycle forms. In cyclic garbage the two finalizers may run in either
+order; ``done`` marks an exporter finalized unarmed, and the owner then returns
+the buffer itself: nothing outside the garbage cycle can reach it.
+
+``try_into_mut`` recovers mutable ownership only if ``sys.getrefcount`` shows
+the lease held by this one ``IoBuf`` and the exporter (if any) held by the
+lease alone (each ``memoryview(exporter)`` call is one more reference, so live
+view families are counted exactly). The baselines are calibrated at import
+instead of hard-coded, so an interpreter that borrows references differently
+cannot make the check unsafe, only recalibrate it.
+
+Untracked memory (heap ``bytearray``, aligned blocks) is freed by CPython when
+unreferenced, so it needs no exporter: its views are plain slices, and an owner
+that ever exported one is marked with ``_EXPORTED`` so that ``try_into_mut``
+conservatively refuses (it may refuse after the view died; never the reverse).
+
+Other invariants: ``0 <= _pos <= _len <= len(_mv)`` for ``IoBufMut`` and
+``0 <= _start <= _end <= len(_mv)`` for ``IoBuf``. Empty results (empty slice,
+``split_to(0)``, ``copy_to_bytes(0)``, freezing an empty buffer) are detached:
+they hold no owner and pin nothing. An ``IoBufMut`` that was frozen or converted
+is detached: capacity 0, not growable, so every write raises ``ValueError``.
+
+Thread safety: one ``IoBufMut`` has one owner; do not use it from two threads
+at once. An ``IoBuf`` may be read from any thread; clones may be made and
+dropped concurrently (reference counts are atomic on free-threaded builds).
+``try_into_mut``/``copy_to_bytes``/``advance``/``split_to`` change the
+``IoBuf`` they are called on, so they must not race other calls on that same
+object (as for any mutable Python object). Dropping the last view in any thread
+returns the buffer to that thread's cache.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+from typing import TYPE_CHECKING, Any, Final, Union
+
+from ._errors import check_nonneg
+from ._memory import address_of, aligned_block
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
+    from ._pool import BufferPool
+    from ._size_class import SizeClass
+
+    BytesLike = Union[Buffer, "IoBuf", "IoBufMut"]
+
+__all__ = ["IoBuf", "IoBufMut", "make_export_type", "pooled_buf"]
+
+_getrefcount = sys.getrefcount
+_new = object.__new__
+
+# Marks an untracked owner that handed out at least one view.
+_EXPORTED: Final = True
+# The memory of a detached IoBufMut/IoBuf: nothing, and nothing to write into.
+_DETACHED: Final = memoryview(bytearray(0))
+_NO_BYTES: Final = memoryview(b"")
+
+
+def _export_del(self: Any) -> None:
+    try:
+        if self.armed:
+            self.cls.give_back(self.mv)
+        else:
+            self.done = True
+    except Exception:  # noqa: S110 - interpreter teardown; the memory is freed regardless
+        pass
+
+
+def make_export_type(size: int) -> Any:
+    """The ctypes exporter type for buffers of ``size`` bytes (one per size class)."""
+    return type(
+        f"_PooledExport{size}",
+        (ctypes.c_ubyte * size,),
+        {"__slots__": ("cls", "mv", "armed", "done"), "__del__": _export_del},
+    )
+
+
+def _new_export(cls: SizeClass, mv: memoryview) -> Any:
+    exp = cls.export_type.from_address(cls.addresses[id(mv)])
+    exp.cls = cls
+    exp.mv = mv
+    exp.armed = False
+    exp.done = False
+    return exp
+
+
+def _release(cls: SizeClass, mv: memoryview, exp: Any) -> None:
+    """The last owner of pooled ``mv`` is going: return it now or arm its exporter."""
+    if exp is None or exp.done:
+        cls.give_back(mv)
+    else:
+        exp.armed = True
+
+
+def _as_bytes(data: object, name: str) -> memoryview:
+    """A 1-D format-'B' memoryview of any bytes-like ``data`` (no copy when contiguous)."""
+    if isinstance(data, (IoBuf, IoBufMut)):
+        return data._read_view()
+    try:
+        view = memoryview(data)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"{name} must be a bytes-like object, not {type(data).__name__}") from None
+    if view.format == "B" and view.ndim == 1:
+        return view
+    if view.c_contiguous:
+        return view.cast("B")
+    return memoryview(view.tobytes())
+
+
+def _preview(view: memoryview) -> str:
+    if len(view) <= 32:
+        return repr(bytes(view))
+    return repr(bytes(view[:32]))[:-1] + "...'"
+
+
+class _Lease:
+    """Shared ownership of one buffer by IoBufs (and at most one IoBufMut).
+
+    ``cls`` is the size class for pooled memory and None for untracked memory;
+    ``exp`` is the exporter (pooled), ``_EXPORTED`` (untracked, views handed
+    out) or None; ``grow`` says whether an IoBufMut recovered from it may grow.
+    """
+
+    __slots__ = ("cls", "mv", "exp", "grow")
+
+    def __init__(self, cls: SizeClass | None, mv: memoryview, exp: Any, grow: bool) -> None:
+        self.cls = cls
+        self.mv = mv
+        self.exp = exp
+        self.grow = grow
+
+    def view(self, start: int, end: int) -> memoryview:
+        cls = self.cls
+        if cls is None:
+            self.exp = _EXPORTED
+            return self.mv[start:end]
+        exp = self.exp
+        if exp is None:
+            exp = self.exp = _new_export(cls, self.mv)
+        return memoryview(exp).cast("B")[start:end]
+
+    def address(self) -> int:
+        cls = self.cls
+        return cls.addresses[id(self.mv)] if cls is not None else address_of(self.mv)
+
+    def __del__(self) -> None:
+        try:
+            cls = self.cls
+            if cls is not None:
+                _release(cls, self.mv, self.exp)
+        except Exception:  # noqa: S110 - interpreter teardown or partial init
+            pass
+
+
+def _iobuf(mv: memoryview, start: int, end: int, own: _Lease | None) -> IoBuf:
+    b = _new(IoBuf)
+    b._mv = mv
+    b._start = start
+    b._end = end
+    b._own = own
+    return b
+
+
+def _empty_iobuf() -> IoBuf:
+    return _iobuf(_NO_BYTES, 0, 0, None)
+
+
+def pooled_buf(cls: SizeClass, mv: memoryview, length: int) -> IoBufMut:
+    """An IoBufMut that directly owns pooled buffer ``mv`` (used by the pool)."""
+    b = _new(IoBufMut)
+    b._mv = mv
+    b._pos = 0
+    b._len = length
+    b._cls = cls
+    b._exp = None
+    b._lease = None
+    b._grow = False
+    return b
+
+
+def _untracked(mv: memoryview, length: int, grow: bool) -> IoBufMut:
+    b = _new(IoBufMut)
+    b._mv = mv
+    b._pos = 0
+    b._len = length
+    b._cls = None
+    b._exp = None
+    b._lease = None
+    b._grow = grow
+    return b
+
+
+def _check_alignment(alignment: object) -> int:
+    align = check_nonneg("alignment", alignment)
+    if align == 0 or align & (align - 1):
+        raise ValueError(f"alignment must be a power of two, got {align}")
+    return align
+
+
+class IoBufMut:
+    """A mutable byte buffer with one owner: pooled, aligned, or growable heap memory.
+
+    Bytes ``[0, len)`` are readable; ``[len, capacity)`` is writable spare room.
+    Append with :meth:`put_slice`, or fill :meth:`spare_capacity` (e.g. with
+    ``sock.recv_into``) and commit with :meth:`advance_mut`. :meth:`freeze`
+    turns it into an immutable, shareable :class:`IoBuf` without copying.
+
+    A pooled buffer goes back to its pool when its last owner and its last
+    exported memoryview are gone (see the module notes on the safety rule).
+
+    >>> b = IoBufMut(b"hello")
+    >>> b.put_slice(b", world")
+    >>> bytes(b.freeze())
+    b'hello, world'
+    """
+
+    __slots__ = ("_mv", "_pos", "_len", "_cls", "_exp", "_lease", "_grow")
+
+    _mv: memoryview
+    _pos: int
+    _len: int
+    _cls: SizeClass | None
+    _exp: Any
+    _lease: _Lease | None
+    _grow: bool
+
+    def __init__(self, data: BytesLike = b"") -> None:
+        src = _as_bytes(data, "data")
+        self._cls = None
+        self._exp = None
+        self._lease = None
+        self._grow = True
+        self._mv = memoryview(bytearray(src))
+        self._pos = 0
+        self._len = len(src)
+
+    # -- constructors --------------------------------------------------------
+
+    @classmethod
+    def with_capacity(cls, capacity: int) -> IoBufMut:
+        """An empty growable heap buffer with room for ``capacity`` bytes."""
+        n = check_nonneg("capacity", capacity)
+        return _untracked(memoryview(bytearray(n)), 0, True)
+
+    @classmethod
+    def zeroed(cls, length: int) -> IoBufMut:
+        """A growable heap buffer holding ``length`` zero bytes."""
+        n = check_nonneg("length", length)
+        return _untracked(memoryview(bytearray(n)), n, True)
+
+    @classmethod
+    def with_alignment(cls, capacity: int, alignment: int) -> IoBufMut:
+        """An empty fixed-capacity untracked buffer whose base is a multiple of ``alignment``.
+
+        ``capacity == 0`` gives an empty growable heap buffer, as in the seed.
+        """
+        n = check_nonneg("capacity", capacity)
+        align = _check_alignment(alignment)
+        if n == 0:
+            return _untracked(memoryview(bytearray(0)), 0, True)
+        return _untracked(aligned_block(n, align), 0, False)
+
+    @classmethod
+    def zeroed_with_alignment(cls, length: int, alignment: int) -> IoBufMut:
+        """A fixed-capacity untracked aligned buffer of ``length`` zero bytes."""
+        n = check_nonneg("length", length)
+        align = _check_alignment(alignment)
+        if n == 0:
+            return _untracked(memoryview(bytearray(0)), 0, True)
+        return _untracked(aligned_block(n, align), n, False)
+
+    # -- size and identity ---------------------------------------------------
+
+    def __len__(self) -> int:
+        return self._len - self._pos
+
+    def __bool__(self) -> bool:
+        return self._len > self._pos
+
+    @property
+    def capacity(self) -> int:
+        """Bytes this buffer can hold from its read cursor without growing."""
+        return len(self._mv) - self._pos
+
+    @property
+    def is_pooled(self) -> bool:
+        """True only for memory tracked by a pool (it returns there when dropped)."""
+        if self._cls is not None:
+            return True
+        lease = self._lease
+        return lease is not None and lease.cls is not None
+
+    @property
+    def address(self) -> int:
+        """Address of the first readable byte (0 when the buffer has no memory).
+
+        The base is aligned to the pool's or the requested alignment; after
+        :meth:`advance` the address moves with the read cursor.
+        """
+        mv = self._mv
+        if len(mv) == 0:
+            return 0
+        cls = self._cls
+        if cls is not None:
+            return cls.addresses[id(mv)] + self._pos
+        if self._lease is not None:
+            return self._lease.address() + self._pos
+        return address_of(mv) + self._pos
+
+    # -- internal views --------------------------------------------------------
+
+    def _read_view(self) -> memoryview:
+        """Internal: the readable bytes, for use within one call only."""
+        return self._mv[self._pos : self._len]
+
+    def _export(self, start: int, end: int) -> memoryview:
+        """A writable view of ``_mv[start:end]`` that is safe to hand to user code."""
+        cls = self._cls
+        if cls is not None:
+            exp = self._exp
+            if exp is None:
+                exp = self._exp = _new_export(cls, self._mv)
+            return memoryview(exp).cast("B")[start:end]
+        lease = self._lease
+        if lease is not None:
+            return lease.view(start, end)
+        self._exp = _EXPORTED
+        return self._mv[start:end]
+
+    def _share(self) -> _Lease:
+        """Move direct ownership into a lease this buffer shares with new IoBufs."""
+        lease = self._lease
+        if lease is None:
+            lease = self._lease = _Lease(self._cls, self._mv, self._exp, self._grow)
+            self._cls = None
+            self._exp = None
+        return lease
+
+    def _detach(self, growable: bool) -> None:
+        """Drop this buffer's hold on its memory (returning pooled memory if owned)."""
+        cls, mv, exp = self._cls, self._mv, self._exp
+        self._cls = None
+        self._exp = None
+        self._lease = None
+        self._pos = 0
+        self._len = 0
+        self._grow = growable
+        self._mv = memoryview(bytearray(0)) if growable else _DETACHED
+        if cls is not None:
+            _release(cls, mv, exp)
+
+    def _reserve(self, extra: int) -> None:
+        """Make room for ``extra`` more bytes, growing a heap buffer by reallocation."""
+        needed = self._len + extra
+        if needed <= len(self._mv):
+            return
+        if not self._grow:
+            if self._mv is _DETACHED:
+                raise ValueError("this IoBufMut was frozen or converted and holds no memory")
+            raise ValueError(
+                f"{extra} more bytes exceed the fixed capacity ({self.capacity}, {len(self)} used)"
+            )
+        readable = self._len - self._pos
+        new_cap = max(readable + extra, 2 * (len(self._mv) - self._pos), 64)
+        fresh = bytearray(new_cap)
+        fresh[:readable] = self._mv[self._pos : self._len]
+        # Views handed out earlier keep the old memory alive; they stop aliasing.
+        self._lease = None
+        self._exp = None
+        self._mv = memoryview(fresh)
+        self._pos = 0
+        self._len = readable
+
+    # -- writing ---------------------------------------------------------------
+
+    def put_slice(self, data: BytesLike) -> None:
+        """Append ``data``. A fixed-capacity buffer raises ``ValueError`` and writes nothing
+        if it does not fit; a heap buffer grows."""
+        src = _as_bytes(data, "data")
+        n = len(src)
+        if not n:
+            return
+        self._reserve(n)
+        end = self._len + n
+        self._mv[self._len : end] = src
+        self._len = end
+
+    def spare_capacity(self) -> memoryview:
+        """A writable memoryview of ``[len, capacity)``, e.g. for ``recv_into``/``readinto``.
+
+        Commit what was written with :meth:`advance_mut`.
+        """
+        return self._export(self._len, len(self._mv))
+
+    def advance_mut(self, n: int) -> None:
+        """Mark ``n`` bytes written into :meth:`spare_capacity` as readable."""
+        count = check_nonneg("n", n)
+        if count > len(self._mv) - self._len:
+            raise ValueError(
+                f"cannot advance past end of buffer: advance_mut({count}) with "
+                f"{len(self._mv) - self._len} bytes of spare capacity"
+            )
+        self._len += count
+
+    def set_len(self, n: int) -> None:
+        """Set the readable length to ``n`` (<= capacity); new bytes hold whatever was there."""
+        length = check_nonneg("n", n)
+        if length > len(self._mv) - self._pos:
+            raise ValueError(f"set_len({length}) exceeds capacity({len(self._mv) - self._pos})")
+        self._len = self._pos + length
+
+    def truncate(self, n: int) -> None:
+        """Keep only the first ``n`` readable bytes (no-op if ``n >= len``)."""
+        length = check_nonneg("n", n)
+        if length < self._len - self._pos:
+            self._len = self._pos + length
+
+    def clear(self) -> None:
+        """Drop every readable byte, keeping the capacity."""
+        self._len = self._pos
+
+    # -- reading (the seed's Buf) ----------------------------------------------
+
+    def remaining(self) -> int:
+        """Readable bytes (same as ``len``)."""
+        return self._len - self._pos
+
+    def chunk(self) -> memoryview:
+        """The readable bytes as one writable memoryview (same as :meth:`as_memoryview`)."""
+        return self._export(self._pos, self._len)
+
+    def as_memoryview(self) -> memoryview:
+        """A writable memoryview of the readable bytes.
+
+        For a pooled buffer the memory stays out of the pool while this view
+        (or anything made from it, such as a numpy array) is alive.
+        """
+        return self._export(self._pos, self._len)
+
+    def advance(self, n: int) -> None:
+        """Consume ``n`` readable bytes from the front."""
+        count = check_nonneg("n", n)
+        if count > self._len - self._pos:
+            raise ValueError(
+                f"cannot advance past end of buffer: advance({count}) with {len(self)} readable"
+            )
+        self._pos += count
+
+    def copy_to_bytes(self, n: int) -> IoBuf:
+        """Split off the first ``n`` readable bytes as an :class:`IoBuf`, without copying.
+
+        A partial split shares the memory (it stays out of the pool while
+        either side lives); taking everything moves ownership into the result
+        and leaves this buffer as a new empty heap buffer. ``n == 0`` returns a
+        detached empty IoBuf.
+        """
+        count = check_nonneg("n", n)
+        readable = self._len - self._pos
+        if count > readable:
+            raise ValueError(f"copy_to_bytes out of bounds: {count} > {readable} readable")
+        if count == 0:
+            return _empty_iobuf()
+        start = self._pos
+        out = _iobuf(self._mv, start, start + count, self._share())
+        if count == readable:
+            self._detach(growable=True)
+        else:
+            self._pos = start + count
+        return out
+
+    def freeze(self) -> IoBuf:
+        """An immutable :class:`IoBuf` of the readable bytes, without copying.
+
+        This buffer is left empty and detached: writes to it raise ``ValueError``.
+        """
+        if self._len == self._pos:
+            self._detach(growable=False)
+            return _empty_iobuf()
+        out = _iobuf(self._mv, self._pos, self._len, self._share())
+        self._detach(growable=False)
+        return out
+
+    # -- Python protocols ------------------------------------------------------
+
+    def __bytes__(self) -> bytes:
+        return bytes(self._mv[self._pos : self._len])
+
+    def __eq__(self, other: object) -> bool:
+        try:
+            theirs = _as_bytes(other, "other")
+        except TypeError:
+            return NotImplemented
+        return self._mv[self._pos : self._len] == theirs
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        kind = "pooled" if self.is_pooled else ("heap" if self._grow else "fixed")
+        return (
+            f"IoBufMut(len={len(self)}, capacity={self.capacity}, {kind}, "
+            f"data={_preview(self._read_view())})"
+        )
+
+    def __del__(self) -> None:
+        try:
+            cls = self._cls
+            if cls is not None:
+                _release(cls, self._mv, self._exp)
+        except Exception:  # noqa: S110 - interpreter teardown or partial init
+            pass
+
+
+class IoBuf:
+    """An immutable view of bytes; cheap to clone and slice, never copying.
+
+    ``IoBuf(data)`` wraps ``bytes`` without copying and copies any other
+    bytes-like object. Views of pooled memory keep it out of the pool until
+    the last clone, slice and exported memoryview is gone.
+
+    >>> b = IoBuf(b"header:payload")
+    >>> head = b.split_to(7)
+    >>> bytes(head), bytes(b), b[0:3] == b"pay"
+    (b'header:', b'payload', True)
+    """
+
+    __slots__ = ("_mv", "_start", "_end", "_own")
+
+    _mv: memoryview
+    _start: int
+    _end: int
+    _own: _Lease | None
+
+    def __init__(self, data: BytesLike = b"") -> None:
+        if type(data) is not bytes:
+            data = bytes(_as_bytes(data, "data"))
+        self._mv = memoryview(data)
+        self._start = 0
+        self._end = len(data)
+        self._own = None
+
+    @classmethod
+    def copy_from_slice(cls, data: BytesLike) -> IoBuf:
+        """An IoBuf holding a copy of ``data`` (always copies, even ``bytes``)."""
+        copied = bytes(_as_bytes(data, "data"))
+        return _iobuf(memoryview(copied), 0, len(copied), None)
+
+    # -- size and identity -----------------------------------------------------
+
+    def __len__(self) -> int:
+        return self._end - self._start
+
+    def __bool__(self) -> bool:
+        return self._end > self._start
+
+    @property
+    def is_pooled(self) -> bool:
+        """True only for memory tracked by a pool."""
+        own = self._own
+        return own is not None and own.cls is not None
+
+    @property
+    def address(self) -> int:
+        """Address of the first readable byte (0 for an empty, detached IoBuf)."""
+        if self._end == self._start and self._own is None:
+            return 0
+        own = self._own
+        if own is not None:
+            return own.address() + self._start
+        base = ctypes.cast(ctypes.c_char_p(self._mv.obj), ctypes.c_void_p).value  # type: ignore[arg-type]
+        return (base or 0) + self._start
+
+    # -- views -----------------------------------------------------------------
+
+    def _read_view(self) -> memoryview:
+        return self._mv[self._start : self._end]
+
+    def as_memoryview(self) -> memoryview:
+        """A read-only memoryview of the bytes; it keeps pooled memory out of the pool."""
+        own = self._own
+        if own is None:
+            return self._mv[self._start : self._end]
+        return own.view(self._start, self._end).toreadonly()
+
+    def chunk(self) -> memoryview:
+        """The readable bytes as one read-only memoryview (same as :meth:`as_memoryview`)."""
+        return self.as_memoryview()
+
+    def remaining(self) -> int:
+        """Readable bytes (same as ``len``)."""
+        return self._end - self._start
+
+    def advance(self, n: int) -> None:
+        """Consume ``n`` bytes from the front."""
+        count = check_nonneg("n", n)
+        if count > self._end - self._start:
+            raise ValueError(
+                f"cannot advance past end of buffer: advance({count}) with {len(self)} readable"
+            )
+        self._start += count
+
+    def _set_detached(self) -> None:
+        self._mv = _NO_BYTES
+        self._start = 0
+        self._end = 0
+        self._own = None
+
+    # -- zero-copy splitting ------------------------------------------------------
+
+    def slice(self, start: int, stop: int) -> IoBuf:
+        """The bytes ``[start, stop)`` of this view as a new IoBuf (no copy).
+
+        Bounds are strict: ``0 <= start <= stop <= len`` or ``ValueError``.
+        Use ``b[start:stop]`` for Python's clamping and negative indices.
+        """
+        a = check_nonneg("start", start)
+        b = check_nonneg("stop", stop)
+        length = self._end - self._start
+        if a > b:
+            raise ValueError(f"slice start must be <= stop, got {a} > {b}")
+        if b > length:
+            raise ValueError(f"slice out of bounds: stop {b} > len {length}")
+        if a == b:
+            return _empty_iobuf()
+        return _iobuf(self._mv, self._start + a, self._start + b, self._own)
+
+    def __getitem__(self, key: int | slice) -> Any:
+        if isinstance(key, slice):
+            a, b, step = key.indices(self._end - self._start)
+            if step != 1:
+                raise ValueError(f"IoBuf slices need step 1, got {step}")
+            if b <= a:
+                return _empty_iobuf()
+            return _iobuf(self._mv, self._start + a, self._start + b, self._own)
+        if isinstance(key, int) and not isinstance(key, bool):
+            length = self._end - self._start
+            i = key + length if key < 0 else key
+            if not 0 <= i < length:
+                raise IndexError(f"IoBuf index {key} out of range for length {length}")
+            return self._mv[self._start + i]
+        raise TypeError(f"IoBuf indices must be int or slice, not {type(key).__name__}")
+
+    def split_to(self, at: int) -> IoBuf:
+        """Remove and return the first ``at`` bytes; this view keeps the rest."""
+        n = check_nonneg("at", at)
+        length = self._end - self._start
+        if n > length:
+            raise ValueError(f"split_to out of bounds: {n} <= {length} does not hold")
+        if n == 0:
+            return _empty_iobuf()
+        start = self._start
+        out = _iobuf(self._mv, start, start + n, self._own)
+        if n == length:
+            self._set_detached()
+        else:
+            self._start = start + n
+        return out
+
+    def copy_to_bytes(self, n: int) -> IoBuf:
+        """Take the first ``n`` bytes as an IoBuf (no copy), advancing this view.
+
+        Taking everything moves ownership to the result (this view then pins
+        nothing); ``n == 0`` returns a detached empty IoBuf and does not advance.
+        """
+        count = check_nonneg("n", n)
+        length = self._end - self._start
+        if count > length:
+            raise ValueError(f"copy_to_bytes out of bounds: {count} > {length} readable")
+        return self.split_to(count)
+
+    def clone(self) -> IoBuf:
+        """Another view of the same bytes with its own cursor (no copy)."""
+        if self._end == self._start:
+            return _empty_iobuf()
+        return _iobuf(self._mv, self._start, self._end, self._own)
+
+    __copy__ = clone
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> IoBuf:
+        return IoBuf(bytes(self))
+
+    # -- back to mutable -------------------------------------------------------------
+
+    def try_into_mut(self) -> IoBufMut | None:
+        """An IoBufMut over the same memory, if this view is the only thing reaching it.
+
+        Succeeds without copying only when no clone, slice, other IoBuf,
+        IoBufMut, exported memoryview or array shares the memory; then this
+        IoBuf is left empty and detached. Otherwise returns None and changes
+        nothing. The result keeps the readable window; its capacity is the
+        buffer size minus this view's offset. ``bytes``-backed views never
+        convert (``bytes`` is immutable).
+        """
+        if self._own is None:
+            return None
+        # Count before binding any local to the lease: a local is a reference too.
+        lease_refs, export_refs = _holders(self)
+        if lease_refs > _LEASE_BASELINE or export_refs > _EXPORT_BASELINE:
+            return None
+        own = self._own
+        if own.exp is not None and own.cls is None:
+            return None  # untracked memory that handed out views: refuse conservatively
+        b = _new(IoBufMut)
+        b._mv = own.mv
+        b._pos = self._start
+        b._len = self._end
+        b._cls = own.cls
+        b._exp = own.exp
+        b._lease = None
+        b._grow = own.grow
+        own.cls = None
+        own.exp = None
+        self._set_detached()
+        return b
+
+    def into_mut(self) -> IoBufMut:
+        """:meth:`try_into_mut`, or else a growable heap copy. This IoBuf is left empty."""
+        out = self.try_into_mut()
+        if out is None:
+            out = IoBufMut(self._read_view())
+            self._set_detached()
+        return out
+
+    def into_mut_with_pool(self, pool: BufferPool) -> IoBufMut:
+        """:meth:`try_into_mut`, or else a copy into ``pool.alloc(len)``. This IoBuf is left empty."""
+        from ._pool import BufferPool
+
+        if not isinstance(pool, BufferPool):
+            raise TypeError(f"pool must be a BufferPool, not {type(pool).__name__}")
+        out = self.try_into_mut()
+        if out is None:
+            out = pool.alloc(len(self))
+            out.put_slice(self._read_view())
+            self._set_detached()
+        return out
+
+    # -- Python protocols ---------------------------------------------------------------
+
+    def __bytes__(self) -> bytes:
+        return bytes(self._mv[self._start : self._end])
+
+    def __eq__(self, other: object) -> bool:
+        try:
+            theirs = _as_bytes(other, "other")
+        except TypeError:
+            return NotImplemented
+        return self._mv[self._start : self._end] == theirs
+
+    def __hash__(self) -> int:
+        return hash(bytes(self))
+
+    def __repr__(self) -> str:
+        kind = "pooled" if self.is_pooled else "unpooled"
+        return f"IoBuf(len={len(self)}, {kind}, data={_preview(self._read_view())})"
+
+
+def _holders(buf: IoBuf) -> tuple[int, int]:
+    """Reference counts of ``buf``'s lease and of its exporter (0 if none), as seen here.
+
+    Each ``memoryview(exporter)`` family and each IoBuf/IoBufMut sharing the
+    lease adds one; :func:`_calibrate` measures what "nobody else" looks like.
+    """
+    own = buf._own
+    exp = own.exp  # type: ignore[union-attr]
+    return _getrefcount(own), (0 if exp is None else _getrefcount(exp))
+
+
+def _calibrate() -> tuple[int, int]:
+    """What :func:`_holders` returns for a lease and exporter that nothing else holds."""
+    own = _Lease(None, _DETACHED, object(), False)
+    buf = _iobuf(_DETACHED, 0, 0, own)
+    del own
+    baseline = _holders(buf)
+    buf._own.exp = None  # type: ignore[union-attr]
+    return baseline
+
+
+_LEASE_BASELINE, _EXPORT_BASELINE = _calibrate()
