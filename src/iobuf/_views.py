@@ -501,11 +501,11 @@ class IoBufMut:
     def freeze(self) -> IoBuf:
         """An immutable :class:`IoBuf` of the readable bytes, without copying.
 
-        This buffer is left empty and detached: writes to it raise ``ValueError``.
+        The IoBuf takes over the memory (even when empty, as in the seed, so an
+        empty frozen pooled buffer can still be turned back with
+        :meth:`IoBuf.try_into_mut`). This buffer is left empty and detached:
+        writes to it raise ``ValueError``.
         """
-        if self._len == self._pos:
-            self._detach(growable=False)
-            return _empty_iobuf()
         out = _iobuf(self._mv, self._pos, self._len, self._share())
         self._detach(growable=False)
         return out

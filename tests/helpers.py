@@ -1,0 +1,37 @@
+"""Pool builders and the seed's allocated/available counters, shared by the tests."""
+
+from __future__ import annotations
+
+from iobuf import BufferPool, BufferPoolConfig, SizeClassStats, page_size
+
+PAGE = page_size()
+
+
+def config(min_size: int, max_size: int, max_per_class: int, **kw: object) -> BufferPoolConfig:
+    """The seed's ``test_config``: page alignment, parallelism 1, automatic thread cache."""
+    kw.setdefault("alignment", PAGE)
+    return BufferPoolConfig(
+        min_size=min_size,
+        max_size=max_size,
+        max_per_class=max_per_class,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def class_stats(pool: BufferPool, size: int) -> SizeClassStats:
+    """The stats of the class that serves ``size``."""
+    cls_size = pool.size_class(size)
+    assert cls_size is not None
+    return pool.stats().for_size(cls_size)
+
+
+def allocated(pool: BufferPool, size: int) -> int:
+    """Buffers of ``size``'s class not free in the shared list or this thread's cache."""
+    s = class_stats(pool, size)
+    return s.created - s.global_free - s.local_free
+
+
+def available(pool: BufferPool, size: int) -> int:
+    """Free buffers of ``size``'s class this thread can see (shared + own cache)."""
+    s = class_stats(pool, size)
+    return s.global_free + s.local_free

@@ -1,0 +1,217 @@
+"""The safety rule: pooled memory is reused only when nothing can reach it any more."""
+
+from __future__ import annotations
+
+import gc
+import threading
+
+import numpy as np
+import pytest
+
+from iobuf import BufferPool, Exhausted
+
+from .helpers import PAGE, allocated, available, config
+
+
+def fill_every_free_buffer(pool: BufferPool, size: int, byte: int) -> list[int]:
+    """Allocate until exhausted, writing ``byte`` everywhere; return the addresses seen."""
+    held = []
+    while True:
+        try:
+            buf = pool.try_alloc(size)
+        except Exhausted:
+            break
+        buf.put_slice(bytes([byte]) * buf.capacity)
+        held.append(buf)
+    return [b.address for b in held]
+
+
+def test_memoryview_outliving_every_iobuf_keeps_its_bytes() -> None:
+    """A view held past the last IoBuf sees its bytes unchanged while the pool is reused."""
+    pool = BufferPool(config(PAGE, PAGE, 4))
+    buf = pool.try_alloc(PAGE)
+    buf.put_slice(b"\x11" * PAGE)
+    held_address = buf.address
+    frozen = buf.freeze()
+    view = frozen[100:200].as_memoryview()
+    del frozen
+    assert allocated(pool, PAGE) == 1  # the view alone keeps it out of the pool
+    addresses = fill_every_free_buffer(pool, PAGE, 0xEE)
+    assert held_address not in addresses
+    assert len(addresses) == 3
+    assert bytes(view) == b"\x11" * 100
+
+
+def test_buffer_returns_as_soon_as_the_last_view_goes() -> None:
+    """Dropping the outliving view puts the buffer back into this thread's cache."""
+    pool = BufferPool(config(PAGE, PAGE, 2))
+    buf = pool.try_alloc(PAGE)
+    view = buf.as_memoryview()
+    del buf
+    assert (allocated(pool, PAGE), available(pool, PAGE)) == (1, 0)
+    sub = view[0:0]  # slices of the view pin the buffer too
+    del view
+    assert allocated(pool, PAGE) == 1
+    del sub
+    assert (allocated(pool, PAGE), available(pool, PAGE)) == (0, 1)
+
+
+def test_numpy_array_outliving_every_iobuf_keeps_its_bytes() -> None:
+    """A numpy array over an exported view pins the memory like the view itself."""
+    pool = BufferPool(config(PAGE, PAGE, 3))
+    buf = pool.try_alloc(PAGE)
+    buf.put_slice(bytes(range(256)) * (PAGE // 256))
+    held_address = buf.address
+    arr = np.frombuffer(buf.freeze().as_memoryview(), dtype=np.uint8).reshape(-1, 256)
+    gc.collect()
+    assert allocated(pool, PAGE) == 1
+    addresses = fill_every_free_buffer(pool, PAGE, 0x00)
+    assert held_address not in addresses
+    assert (arr[:, :] == np.arange(256, dtype=np.uint8)).all()
+    assert available(pool, PAGE) == 2  # the fillers are back, the array's buffer is not
+    del arr
+    assert available(pool, PAGE) == 3
+
+
+def test_writable_numpy_view_of_spare_capacity_pins_the_buffer() -> None:
+    """An array made from spare_capacity() keeps the buffer after the IoBufMut is gone."""
+    pool = BufferPool(config(PAGE, PAGE, 2))
+    buf = pool.try_alloc(PAGE)
+    arr = np.asarray(buf.spare_capacity())
+    del buf
+    arr[:] = 7
+    other = pool.try_alloc(PAGE)
+    other.put_slice(b"\x00" * PAGE)
+    assert (arr == 7).all()
+    del arr
+    assert available(pool, PAGE) == 1
+
+
+def test_views_from_chunk_and_casts_pin_the_buffer() -> None:
+    """chunk() views and their casts count as reaching the memory."""
+    pool = BufferPool(config(PAGE, PAGE, 2))
+    buf = pool.try_alloc(PAGE)
+    buf.put_slice(b"\x01\x00\x00\x00" * 4)
+    words = buf.chunk().cast("I")
+    frozen = buf.freeze()
+    chunk = frozen.chunk()
+    del frozen
+    del chunk
+    assert allocated(pool, PAGE) == 1
+    assert list(words) == [1, 1, 1, 1]
+    del words
+    assert allocated(pool, PAGE) == 0
+
+
+def test_try_into_mut_refuses_while_a_view_or_array_lives() -> None:
+    """A live exported view or numpy array makes the IoBuf not unique."""
+    pool = BufferPool(config(PAGE, PAGE, 2))
+    buf = pool.try_alloc(PAGE)
+    buf.put_slice(b"abc")
+    frozen = buf.freeze()
+    view = frozen.as_memoryview()
+    assert frozen.try_into_mut() is None
+    arr = np.frombuffer(view, dtype=np.uint8)
+    del view
+    assert frozen.try_into_mut() is None
+    assert frozen == b"abc" and frozen.is_pooled  # unchanged by the refusals
+    del arr
+    back = frozen.try_into_mut()
+    assert back is not None and bytes(back) == b"abc"
+
+
+def test_view_taken_before_freeze_still_pins_after_the_iobuf_goes() -> None:
+    """The exporter follows ownership from IoBufMut to IoBuf and back."""
+    pool = BufferPool(config(PAGE, PAGE, 2))
+    buf = pool.try_alloc(PAGE)
+    early = buf.spare_capacity()
+    buf.put_slice(b"x")
+    frozen = buf.freeze()
+    back = frozen.try_into_mut()
+    assert back is None  # `early` still reaches the memory
+    del frozen
+    assert allocated(pool, PAGE) == 1
+    del early
+    assert allocated(pool, PAGE) == 0
+
+
+def test_cyclic_garbage_returns_after_the_collector_runs() -> None:
+    """Views and buffers caught in a reference cycle come back once gc runs."""
+    pool = BufferPool(config(PAGE, PAGE, 2))
+
+    class Node:
+        pass
+
+    node = Node()
+    node.loop = node  # type: ignore[attr-defined]
+    buf = pool.try_alloc(PAGE)
+    node.view = buf.as_memoryview()  # type: ignore[attr-defined]
+    node.buf = buf  # type: ignore[attr-defined]
+    frozen_node = Node()
+    frozen_node.loop = frozen_node  # type: ignore[attr-defined]
+    other = pool.try_alloc(PAGE)
+    other.put_slice(b"z")
+    frozen_node.buf = other.freeze()  # type: ignore[attr-defined]
+    frozen_node.view = frozen_node.buf.as_memoryview()  # type: ignore[attr-defined]
+    del node, buf, frozen_node, other
+    assert allocated(pool, PAGE) == 2
+    gc.collect()
+    assert (allocated(pool, PAGE), available(pool, PAGE)) == (0, 2)
+
+
+def test_view_dropped_in_another_thread_returns_there() -> None:
+    """The thread that drops the last view gets the buffer in its cache."""
+    pool = BufferPool(config(PAGE, PAGE, 4, thread_cache_capacity=2))
+    buf = pool.try_alloc(PAGE)
+    box = [buf.as_memoryview()]
+    del buf
+    seen: list[int] = []
+
+    def worker() -> None:
+        box.clear()
+        seen.append(pool.stats().classes[0].local_free)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert seen == [1]
+    assert pool.stats().classes[0].global_free == 1  # flushed on the worker's exit
+
+
+@pytest.mark.usefixtures("contended")
+def test_concurrent_writers_never_see_each_others_bytes() -> None:
+    """Threads write owner canaries into pooled buffers and views; no canary is ever overwritten."""
+    pool = BufferPool(config(256, 1024, 24, alignment=64, thread_cache_capacity=4))
+    threads = 4
+    start = threading.Barrier(threads)
+    failures: list[str] = []
+
+    def worker(me: int) -> None:
+        start.wait()
+        pattern = bytes([me + 1])
+        kept = []
+        for i in range(1500):
+            size = 256 << (i % 3)
+            buf = pool.alloc(size)
+            buf.put_slice(pattern * size)
+            if i % 3 == 0:
+                kept.append(buf.as_memoryview())
+                del buf
+            elif i % 3 == 1:
+                kept.append(buf.freeze()[: size // 2])
+            else:
+                kept.append(buf)
+            if len(kept) > 5:
+                old = kept.pop(0)
+                if bytes(old) != pattern * len(old):
+                    failures.append(f"thread {me} saw a foreign byte")
+
+    ts = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert failures == []
+    for cls_stats in pool.stats().classes:
+        assert cls_stats.created <= 24
+        assert cls_stats.global_free + cls_stats.local_free == cls_stats.created

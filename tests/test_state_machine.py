@@ -1,0 +1,205 @@
+"""A hypothesis state machine of one pool against a plain model of what every handle holds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from iobuf import BufferPool, BufferPoolConfig, Exhausted, IoBuf, IoBufMut, Oversized, flush_thread_cache
+
+from .strategies import payloads, small_configs
+
+
+@dataclass
+class Handle:
+    """A live object (IoBufMut, IoBuf or memoryview) and what the model says it holds."""
+
+    obj: Any
+    content: bytes
+    base: int | None  # base address of the pooled buffer it reaches, None if untracked
+    size: int | None  # its size class, None if untracked
+
+
+class PoolMachine(RuleBasedStateMachine):
+    """Drives allocate/write/freeze/slice/clone/copy/convert/export/drop/flush on one thread."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.handles: list[Handle] = []
+        self.pool: BufferPool
+        self.config: BufferPoolConfig
+
+    @initialize(cfg=small_configs())
+    def build(self, cfg: BufferPoolConfig) -> None:
+        flush_thread_cache()
+        self.config = cfg
+        self.pool = BufferPool(cfg)
+
+    # -- helpers ---------------------------------------------------------------
+
+    def live_bases(self) -> set[int]:
+        return {h.base for h in self.handles if h.base is not None}
+
+    def pick(self, data: st.DataObject, kind: type) -> tuple[int, Handle] | None:
+        choices = [i for i, h in enumerate(self.handles) if isinstance(h.obj, kind)]
+        if not choices:
+            return None
+        i = data.draw(st.sampled_from(choices))
+        return i, self.handles[i]
+
+    def adopt(self, buf: IoBufMut, content: bytes) -> None:
+        if buf.is_pooled:
+            base = buf.address
+            assert base not in self.live_bases(), "a live buffer was handed out twice"
+            assert base % self.config.alignment == 0
+            size = buf.capacity
+            self.handles.append(Handle(buf, content, base, size))
+        else:
+            self.handles.append(Handle(buf, content, None, None))
+
+    # -- rules -----------------------------------------------------------------
+
+    @rule(data=st.data(), how=st.sampled_from(["try_alloc", "alloc", "alloc_zeroed", "try_alloc_zeroed", "alloc_len"]))
+    def allocate(self, data: st.DataObject, how: str) -> None:
+        size = data.draw(st.integers(0, self.config.max_size + 64))
+        try:
+            buf = getattr(self.pool, how)(size)
+        except Oversized:
+            assert how.startswith("try") and size > self.config.max_size
+            return
+        except Exhausted:
+            assert how.startswith("try")
+            return
+        if how in ("alloc_zeroed", "try_alloc_zeroed"):
+            assert bytes(buf) == bytes(size)
+            content = bytes(size)
+        elif how == "alloc_len":
+            assert len(buf) == size
+            content = data.draw(st.binary(min_size=size, max_size=size))
+            buf.as_memoryview()[:] = content
+        else:
+            assert len(buf) == 0
+            content = b""
+        assert buf.capacity >= size
+        self.adopt(buf, content)
+
+    @rule(data=st.data(), payload=payloads(300))
+    def write(self, data: st.DataObject, payload: bytes) -> None:
+        picked = self.pick(data, IoBufMut)
+        if picked is None:
+            return
+        _, h = picked
+        room = h.obj.capacity - len(h.obj)
+        chunk = payload[: max(room, 0)] if not h.obj._grow else payload
+        h.obj.put_slice(chunk)
+        h.content += chunk
+
+    @rule(data=st.data())
+    def freeze(self, data: st.DataObject) -> None:
+        picked = self.pick(data, IoBufMut)
+        if picked is None:
+            return
+        i, h = picked
+        frozen = h.obj.freeze()
+        assert len(h.obj) == 0 and h.obj.capacity == 0
+        self.handles[i] = Handle(frozen, h.content, h.base, h.size)
+
+    @rule(data=st.data())
+    def slice_or_clone(self, data: st.DataObject) -> None:
+        picked = self.pick(data, IoBuf)
+        if picked is None:
+            return
+        _, h = picked
+        n = len(h.content)
+        a = data.draw(st.integers(0, n))
+        b = data.draw(st.integers(a, n))
+        part = h.obj.slice(a, b) if data.draw(st.booleans()) else h.obj[a:b]
+        if a == b:
+            assert not part.is_pooled
+            return
+        self.handles.append(Handle(part, h.content[a:b], h.base, h.size))
+        self.handles.append(Handle(h.obj.clone(), h.content, h.base, h.size))
+
+    @rule(data=st.data())
+    def copy_to_bytes(self, data: st.DataObject) -> None:
+        picked = self.pick(data, (IoBuf, IoBufMut))  # type: ignore[arg-type]
+        if picked is None:
+            return
+        i, h = picked
+        n = data.draw(st.integers(0, len(h.content)))
+        out = h.obj.copy_to_bytes(n)
+        assert out == h.content[:n]
+        if n:
+            self.handles.append(Handle(out, h.content[:n], h.base, h.size))
+        h.content = h.content[n:]
+        if n and not h.content:
+            # a full drain moves ownership out: the source no longer reaches the buffer
+            self.handles[i] = Handle(h.obj, b"", None, None)
+
+    @rule(data=st.data())
+    def try_into_mut(self, data: st.DataObject) -> None:
+        picked = self.pick(data, IoBuf)
+        if picked is None:
+            return
+        i, h = picked
+        sharers = sum(1 for o in self.handles if o.base is not None and o.base == h.base)
+        back = h.obj.try_into_mut()
+        if back is None:
+            # Pooled memory is refused only while another handle reaches it; untracked
+            # memory may be refused conservatively (it once exported a view).
+            assert h.base is None or sharers > 1, "refused although nothing else reached it"
+            return
+        assert h.base is None or sharers == 1, "converted while something else reached the buffer"
+        assert bytes(back) == h.content
+        self.handles[i] = Handle(back, h.content, h.base, h.size)
+
+    @rule(data=st.data())
+    def export_view(self, data: st.DataObject) -> None:
+        picked = self.pick(data, (IoBuf, IoBufMut))  # type: ignore[arg-type]
+        if picked is None:
+            return
+        _, h = picked
+        view = h.obj.as_memoryview()
+        self.handles.append(Handle(view, h.content, h.base, h.size))
+
+    @precondition(lambda self: bool(self.handles))
+    @rule(data=st.data())
+    def drop(self, data: st.DataObject) -> None:
+        i = data.draw(st.integers(0, len(self.handles) - 1))
+        del self.handles[i]
+
+    @rule()
+    def flush(self) -> None:
+        flush_thread_cache()
+
+    # -- invariants ----------------------------------------------------------------
+
+    @invariant()
+    def every_handle_holds_what_the_model_says(self) -> None:
+        for h in self.handles:
+            assert bytes(h.obj) == h.content
+
+    @invariant()
+    def counts_add_up_per_class(self) -> None:
+        if not hasattr(self, "pool"):
+            return
+        in_use: dict[int, set[int]] = {}
+        for h in self.handles:
+            if h.base is not None and h.size is not None:
+                in_use.setdefault(h.size, set()).add(h.base)
+        for s in self.pool.stats().classes:
+            assert s.created <= s.max_buffers
+            assert s.created - s.global_free - s.local_free == len(in_use.get(s.size, ())), s
+
+
+PoolMachine.TestCase.settings = settings(
+    max_examples=150,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestPoolMachine = PoolMachine.TestCase

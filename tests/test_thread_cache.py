@@ -1,0 +1,321 @@
+"""Thread caches and the shared freelist: the seed's two-level allocator, with real threads."""
+
+from __future__ import annotations
+
+import gc
+import queue
+import threading
+import weakref
+from collections.abc import Callable
+
+import pytest
+
+from iobuf import BufferPool, IoBuf, flush_thread_cache
+
+from .helpers import PAGE, allocated, available, class_stats, config
+
+
+def shared_len(pool: BufferPool, size: int) -> int:
+    """Buffers parked in the shared freelist of ``size``'s class."""
+    return class_stats(pool, size).global_free
+
+
+def local_len(pool: BufferPool, size: int) -> int:
+    """Buffers in the calling thread's cache for ``size``'s class."""
+    return class_stats(pool, size).local_free
+
+
+def run_in_thread(fn: Callable[[], object]) -> object:
+    """Run ``fn`` in a fresh thread, join it, and re-raise what it raised."""
+    result: list[object] = []
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(fn())
+        except BaseException as exc:  # re-raised in the caller
+            errors.append(exc)
+
+    t = threading.Thread(target=target)
+    t.start()
+    t.join()
+    if errors:
+        raise errors[0]
+    return result[0] if result else None
+
+
+def test_stripe_count_follows_parallelism_capped_by_capacity() -> None:
+    """64 slots x 16 threads -> 16 stripes; 12 x 9 -> 8; disabling caches keeps striping."""
+
+    def stripes(pool: BufferPool) -> int:
+        return pool._classes[0].shared.mask + 1
+
+    assert stripes(BufferPool(config(PAGE, PAGE, 64, parallelism=16))) == 16
+    assert stripes(BufferPool(config(PAGE, PAGE, 12, parallelism=9))) == 8
+    assert (
+        stripes(BufferPool(config(PAGE, PAGE, 64, parallelism=16).with_thread_cache_disabled())) == 16
+    )
+    assert stripes(BufferPool(config(PAGE, PAGE, 64, parallelism=8).with_thread_cache_capacity(7))) == 8
+    for capacity, parallelism, expected in [(1, 1, 1), (2, 2, 2), (3, 4, 2), (4, 4, 4), (16, 8, 8)]:
+        pool = BufferPool(config(PAGE, PAGE, capacity, parallelism=parallelism))
+        assert stripes(pool) == expected, (capacity, parallelism)
+
+
+def test_disabled_cache_sends_every_return_to_the_shared_list() -> None:
+    """With caching off nothing stays in the thread; the return is visible to all."""
+    pool = BufferPool(config(PAGE, PAGE, 2).with_thread_cache_disabled())
+    assert class_stats(pool, PAGE).thread_cache_capacity == 0
+    buf = pool.try_alloc(PAGE)
+    del buf
+    assert (local_len(pool, PAGE), shared_len(pool, PAGE)) == (0, 1)
+
+
+def test_automatic_cache_off_keeps_returns_from_other_threads_visible() -> None:
+    """When the auto cache resolves to 0, a worker's returns are reusable while it still runs."""
+    pool = BufferPool(config(PAGE, PAGE, 2, parallelism=8))
+    assert class_stats(pool, PAGE).thread_cache_capacity == 0
+    handoff: queue.Queue[list[object]] = queue.Queue()
+    returned = threading.Event()
+    release = threading.Event()
+    handoff.put([pool.try_alloc(PAGE), pool.try_alloc(PAGE)])
+
+    def worker() -> None:
+        bufs = handoff.get()
+        bufs.clear()  # both buffers are dropped in this thread
+        returned.set()
+        release.wait()
+
+    t = threading.Thread(target=worker)
+    t.start()
+    try:
+        assert returned.wait(10)
+        first = pool.try_alloc(PAGE)
+        second = pool.try_alloc(PAGE)
+        assert first.is_pooled and second.is_pooled
+    finally:
+        release.set()
+        t.join()
+
+
+def test_flush_moves_every_cached_buffer_to_the_shared_lists() -> None:
+    """flush_thread_cache() empties the caller's caches of every class."""
+    pool = BufferPool(config(PAGE, PAGE * 2, 8).with_thread_cache_capacity(4))
+    small, large = pool.try_alloc(PAGE), pool.try_alloc(PAGE + 1)
+    del small, large
+    assert (local_len(pool, PAGE), local_len(pool, PAGE + 1)) == (1, 1)
+    assert (shared_len(pool, PAGE), shared_len(pool, PAGE + 1)) == (0, 0)
+    flush_thread_cache()
+    assert (local_len(pool, PAGE), local_len(pool, PAGE + 1)) == (0, 0)
+    assert (shared_len(pool, PAGE), shared_len(pool, PAGE + 1)) == (1, 1)
+
+
+def test_full_small_cache_sends_the_incoming_buffer_to_the_shared_list() -> None:
+    """Capacity 1: the first return stays local, the second goes to the shared list."""
+    pool = BufferPool(config(PAGE, PAGE, 2))
+    t1, t2 = pool.try_alloc(PAGE), pool.try_alloc(PAGE)
+    del t1
+    assert (shared_len(pool, PAGE), local_len(pool, PAGE)) == (0, 1)
+    del t2
+    assert (shared_len(pool, PAGE), local_len(pool, PAGE)) == (1, 1)
+    assert available(pool, PAGE) == 2
+
+
+def test_small_cache_overflow_keeps_the_hot_buffer_local() -> None:
+    """Reuse order after an overflow: the cached buffer first, then the shared one."""
+    pool = BufferPool(config(PAGE, PAGE, 2))
+    t1, t2 = pool.try_alloc(PAGE), pool.try_alloc(PAGE)
+    a1, a2 = t1.address, t2.address
+    del t1, t2
+    assert pool.try_alloc(PAGE).address == a1
+    local = pool.try_alloc(PAGE)  # the first came from the cache and is gone again
+    assert local.address in (a1, a2)
+    held = pool.try_alloc(PAGE)
+    assert {local.address, held.address} == {a1, a2}
+
+
+def test_large_cache_spills_half_and_refills_half() -> None:
+    """Capacity >= 4: overflow spills cap/2 in one batch; a miss refills cap/2 - 1."""
+    pool = BufferPool(config(PAGE, PAGE, 16).with_thread_cache_capacity(8))
+    cap = 8
+    bufs = [pool.try_alloc(PAGE) for _ in range(cap + 1)]
+    bufs.clear()
+    assert local_len(pool, PAGE) == cap // 2 + 1
+    assert shared_len(pool, PAGE) == cap // 2
+    reused = [pool.try_alloc(PAGE) for _ in range(cap // 2 + 1)]
+    assert (local_len(pool, PAGE), shared_len(pool, PAGE)) == (0, cap // 2)
+    refilled = pool.try_alloc(PAGE)
+    assert (local_len(pool, PAGE), shared_len(pool, PAGE)) == (cap // 2 - 1, 0)
+    assert len({b.address for b in [*reused, refilled]}) == cap // 2 + 2
+
+
+def test_refill_stops_when_the_shared_list_runs_empty() -> None:
+    """A batch refill with one shared buffer hands it out and caches nothing."""
+    pool = BufferPool(config(PAGE, PAGE, 8).with_thread_cache_capacity(4))
+    buf = pool.try_alloc(PAGE)
+    del buf
+    flush_thread_cache()
+    assert shared_len(pool, PAGE) == 1
+    again = pool.try_alloc(PAGE)
+    assert (local_len(pool, PAGE), shared_len(pool, PAGE)) == (0, 0)
+    assert class_stats(pool, PAGE).created == 1
+    del again
+
+
+def test_shared_list_returns_each_buffer_once() -> None:
+    """Two parked buffers come out once each, with their own memory; then the list is empty."""
+    pool = BufferPool(config(64, 64, 2, alignment=64, thread_cache_capacity=1))
+    shared = pool._classes[0].shared
+    a, b = pool.try_alloc(64), pool.try_alloc(64)
+    addresses = {a.address, b.address}
+    del a, b
+    flush_thread_cache()
+    taken = [shared.take(0), shared.take(0)]
+    assert shared.take(0) is None
+    cls = pool._classes[0]
+    assert {cls.addresses[id(mv)] for mv in taken if mv is not None} == addresses
+    for mv in taken:
+        assert mv is not None
+        shared.put(mv, 0)
+
+
+def test_outstanding_buffers_keep_their_size_class_alive() -> None:
+    """A buffer holds its class (not the pool); the class goes when the last buffer does."""
+    pool = BufferPool(config(64, 64, 2, alignment=64))
+    buf = pool.try_alloc(64)
+    cls_ref = weakref.ref(pool._classes[0])
+    del pool
+    gc.collect()
+    assert cls_ref() is not None
+    del buf
+    flush_thread_cache()
+    gc.collect()
+    assert cls_ref() is None
+
+
+@pytest.mark.usefixtures("contended")
+def test_many_threads_allocate_freeze_clone_and_drop() -> None:
+    """10 threads x 1000 rounds of alloc/freeze/clone/drop; the pool stays usable."""
+    pool = BufferPool(config(PAGE, PAGE, 100))
+    start = threading.Barrier(10)
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            start.wait()
+            for _ in range(1000):
+                frozen = pool.try_alloc(PAGE).freeze()
+                clones = [frozen.clone() for _ in range(5)]
+                del frozen
+                clones.clear()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    stats = class_stats(pool, PAGE)
+    assert 1 <= stats.created <= 100
+    # Every worker exited, so its cache flushed: every buffer is free again.
+    assert stats.global_free + stats.local_free == stats.created
+    assert pool.try_alloc(PAGE).is_pooled
+
+
+def test_buffers_return_to_the_cache_of_the_thread_that_drops_them() -> None:
+    """50 buffers frozen here and dropped in another thread land in that thread's cache."""
+    pool = BufferPool(config(PAGE, PAGE, 100))
+    inbox: queue.Queue[IoBuf | None] = queue.Queue()
+    for _ in range(50):
+        inbox.put(pool.try_alloc(PAGE).freeze())
+    inbox.put(None)
+
+    def receiver() -> tuple[int, int, bool]:
+        while (item := inbox.get()) is not None:
+            del item
+        before = (local_len(pool, PAGE), shared_len(pool, PAGE))
+        reused = [pool.try_alloc(PAGE) for _ in range(50)]
+        return (*before, class_stats(pool, PAGE).created == 50 and len(reused) == 50)
+
+    assert run_in_thread(receiver) == (50, 0, True)
+
+
+def test_thread_exit_flushes_its_cache() -> None:
+    """A buffer cached by a thread is in the shared list once the thread has exited."""
+    pool = BufferPool(config(PAGE, PAGE, 1, thread_cache_capacity=1))
+
+    def worker() -> None:
+        buf = pool.try_alloc(PAGE)
+        del buf
+        assert local_len(pool, PAGE) == 1
+
+    run_in_thread(worker)
+    assert (shared_len(pool, PAGE), local_len(pool, PAGE)) == (1, 0)
+    assert pool.try_alloc(PAGE).is_pooled
+
+
+def test_two_pools_in_one_thread_never_share_a_cache() -> None:
+    """Equal class sizes in two pools keep separate caches and separate memory."""
+    p1 = BufferPool(config(PAGE, PAGE, 2))
+    p2 = BufferPool(config(PAGE, PAGE, 2))
+    b1 = p1.try_alloc(PAGE)
+    a1 = b1.address
+    del b1
+    b2 = p2.try_alloc(PAGE)
+    assert b2.address != a1
+    assert (local_len(p1, PAGE), local_len(p2, PAGE)) == (1, 0)
+    assert class_stats(p2, PAGE).created == 1
+
+
+def test_close_clears_the_calling_threads_cache_only() -> None:
+    """close() frees the caller's cached buffers; another thread's cache flushes on its exit."""
+    pool = BufferPool(config(PAGE, PAGE, 4).with_thread_cache_capacity(2))
+    parked = threading.Event()
+    closed = threading.Event()
+    memory: list[weakref.ref[object]] = []
+
+    def worker() -> None:
+        buf = pool.try_alloc(PAGE)
+        memory.append(weakref.ref(buf._mv.obj))
+        del buf
+        parked.set()
+        closed.wait()
+
+    t = threading.Thread(target=worker)
+    t.start()
+    assert parked.wait(10)
+    mine = pool.try_alloc(PAGE)
+    del mine
+    assert local_len(pool, PAGE) == 1
+    pool.close()
+    assert local_len(pool, PAGE) == 0
+    assert memory[0]() is not None  # still cached by the live worker
+    closed.set()
+    t.join()
+    gc.collect()
+    assert memory[0]() is None  # flushed into a closed class: freed
+    assert allocated(pool, PAGE) == class_stats(pool, PAGE).created
+
+
+@pytest.mark.usefixtures("contended")
+@pytest.mark.parametrize("capacity", [0, 1, 3, 4, 9])
+def test_counts_add_up_after_worker_threads_exit(capacity: int) -> None:
+    """created == shared + cached for every cache size once all threads have gone."""
+    pool = BufferPool(config(PAGE, PAGE, 32, thread_cache_capacity=capacity))
+    barrier = threading.Barrier(4)
+
+    def worker() -> None:
+        barrier.wait()
+        for i in range(200):
+            held = [pool.try_alloc(PAGE) for _ in range(i % 5 + 1)]
+            held.clear()
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stats = class_stats(pool, PAGE)
+    assert stats.global_free + stats.local_free == stats.created
+    assert stats.created <= 32
