@@ -446,7 +446,9 @@ def test_buffers_are_aligned_to_the_configured_alignment() -> None:
 def test_any_power_of_two_alignment_holds_for_every_class(alignment: int) -> None:
     """Base addresses are multiples of the alignment, small and large classes alike."""
     pool = BufferPool(
-        BufferPoolConfig(min_size=max(alignment, 64), max_size=max(alignment, 64) * 4, max_per_class=3, alignment=alignment)
+        BufferPoolConfig(
+            min_size=max(alignment, 64), max_size=max(alignment, 64) * 4, max_per_class=3, alignment=alignment
+        )
     )
     bufs = [pool.try_alloc(size) for size in pool.config.class_sizes for _ in range(3)]
     assert all(b.address % alignment == 0 for b in bufs)

@@ -188,22 +188,24 @@ def test_concurrent_writers_never_see_each_others_bytes() -> None:
 
     def worker(me: int) -> None:
         start.wait()
-        pattern = bytes([me + 1])
-        kept = []
+        kept: list[tuple[bytes, object]] = []
         for i in range(1500):
             size = 256 << (i % 3)
+            # A canary unique to this thread and allocation (mod 64), so reuse shows.
+            pattern = bytes([me * 64 + i % 64])
             buf = pool.alloc(size)
             buf.put_slice(pattern * size)
             if i % 3 == 0:
-                kept.append(buf.as_memoryview())
+                kept.append((pattern, buf.as_memoryview()))
                 del buf
             elif i % 3 == 1:
-                kept.append(buf.freeze()[: size // 2])
+                kept.append((pattern, buf.freeze()[: size // 2]))
             else:
-                kept.append(buf)
+                kept.append((pattern, buf))
             if len(kept) > 5:
-                old = kept.pop(0)
-                if bytes(old) != pattern * len(old):
+                expected, old = kept.pop(0)
+                data = bytes(old)  # type: ignore[call-overload]
+                if data != expected * len(data):
                     failures.append(f"thread {me} saw a foreign byte")
 
     ts = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]

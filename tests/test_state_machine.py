@@ -13,6 +13,8 @@ from iobuf import BufferPool, BufferPoolConfig, Exhausted, IoBuf, IoBufMut, Over
 
 from .strategies import payloads, small_configs
 
+ALLOCATORS = ["try_alloc", "alloc", "alloc_zeroed", "try_alloc_zeroed", "alloc_len"]
+
 
 @dataclass
 class Handle:
@@ -63,7 +65,10 @@ class PoolMachine(RuleBasedStateMachine):
 
     # -- rules -----------------------------------------------------------------
 
-    @rule(data=st.data(), how=st.sampled_from(["try_alloc", "alloc", "alloc_zeroed", "try_alloc_zeroed", "alloc_len"]))
+    @rule(
+        data=st.data(),
+        how=st.sampled_from(["try_alloc", "alloc", "alloc_zeroed", "try_alloc_zeroed", "alloc_len"]),
+    )
     def allocate(self, data: st.DataObject, how: str) -> None:
         size = data.draw(st.integers(0, self.config.max_size + 64))
         try:

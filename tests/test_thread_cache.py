@@ -52,9 +52,7 @@ def test_stripe_count_follows_parallelism_capped_by_capacity() -> None:
 
     assert stripes(BufferPool(config(PAGE, PAGE, 64, parallelism=16))) == 16
     assert stripes(BufferPool(config(PAGE, PAGE, 12, parallelism=9))) == 8
-    assert (
-        stripes(BufferPool(config(PAGE, PAGE, 64, parallelism=16).with_thread_cache_disabled())) == 16
-    )
+    assert stripes(BufferPool(config(PAGE, PAGE, 64, parallelism=16).with_thread_cache_disabled())) == 16
     assert stripes(BufferPool(config(PAGE, PAGE, 64, parallelism=8).with_thread_cache_capacity(7))) == 8
     for capacity, parallelism, expected in [(1, 1, 1), (2, 2, 2), (3, 4, 2), (4, 4, 4), (16, 8, 8)]:
         pool = BufferPool(config(PAGE, PAGE, capacity, parallelism=parallelism))

@@ -6,6 +6,7 @@ a per-thread cache in front of a bounded shared freelist per class, mutable
 rule that never hands memory out again while anything can still reach it.
 """
 
+from ._chain import IoBufs
 from ._config import BufferPoolConfig
 from ._errors import Exhausted, Oversized, PoolClosed, PoolError
 from ._memory import cache_line_size, page_size
@@ -19,6 +20,7 @@ __all__ = [
     "Exhausted",
     "IoBuf",
     "IoBufMut",
+    "IoBufs",
     "Oversized",
     "PoolClosed",
     "PoolError",

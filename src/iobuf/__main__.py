@@ -93,13 +93,13 @@ def show_limits(pool: BufferPool) -> None:
     except Oversized as exc:
         print(f"try_alloc(10**9)   -> Oversized: {exc}")
     big = pool.alloc(512 * 1024)
-    print(f"alloc(512 KiB)     -> {big!r}, is_pooled={big.is_pooled}")
+    print(f"alloc(512 KiB)     -> {big!r}, is_pooled={big.is_pooled} (still counted as oversized)")
     held = [pool.try_alloc(1024) for _ in range(pool.config.max_per_class)]
     try:
         pool.try_alloc(1024)
     except Exhausted as exc:
         print(f"holding all {len(held)} 1 KiB buffers, try_alloc(1024) -> Exhausted: {exc}")
-    print(f"alloc(1024) instead falls back: is_pooled={pool.alloc(1024).is_pooled}")
+    print(f"alloc(1024) falls back instead: is_pooled={pool.alloc(1024).is_pooled} (still counted)")
 
 
 def show_safety_rule(pool: BufferPool) -> None:

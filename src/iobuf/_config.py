@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from ._errors import check_nonneg, check_positive
 from ._memory import page_size
 
-__all__ = ["BufferPoolConfig", "MAX_PER_CLASS_LIMIT"]
+__all__ = ["MAX_PER_CLASS_LIMIT", "BufferPoolConfig"]
 
 # The seed identifies slots with u32, so a class holds at most 2**32 - 1 buffers.
 MAX_PER_CLASS_LIMIT = 2**32 - 1
@@ -155,14 +155,10 @@ class BufferPoolConfig:
         if self.min_size < self.alignment:
             raise ValueError(f"min_size ({self.min_size}) must be >= alignment ({self.alignment})")
         if self.pool_min_size > self.min_size:
-            raise ValueError(
-                f"pool_min_size ({self.pool_min_size}) must be <= min_size ({self.min_size})"
-            )
+            raise ValueError(f"pool_min_size ({self.pool_min_size}) must be <= min_size ({self.min_size})")
         tcc = self.thread_cache_capacity
         if tcc is not None and tcc > self.max_per_class:
-            raise ValueError(
-                f"thread_cache_capacity ({tcc}) must be <= max_per_class ({self.max_per_class})"
-            )
+            raise ValueError(f"thread_cache_capacity ({tcc}) must be <= max_per_class ({self.max_per_class})")
 
     @property
     def num_classes(self) -> int:

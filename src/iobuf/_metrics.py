@@ -63,9 +63,7 @@ class OversizedCounter:
 class PoolCollector(Collector):
     """Reads one pool's size classes and oversized counter at scrape time."""
 
-    def __init__(
-        self, namespace: str, classes: Sequence[SizeClass], oversized: OversizedCounter
-    ) -> None:
+    def __init__(self, namespace: str, classes: Sequence[SizeClass], oversized: OversizedCounter) -> None:
         prefix = f"{namespace}_" if namespace else ""
         self._created = f"{prefix}buffer_pool_created"
         self._exhausted = f"{prefix}buffer_pool_exhausted_total"

@@ -113,8 +113,7 @@ class BufferPool:
         config.validate()
         namespace = check_namespace(namespace)
         if registry is not None and not (
-            callable(getattr(registry, "register", None))
-            and callable(getattr(registry, "unregister", None))
+            callable(getattr(registry, "register", None)) and callable(getattr(registry, "unregister", None))
         ):
             raise TypeError(
                 f"registry must be a prometheus_client CollectorRegistry, not {type(registry).__name__}"
@@ -122,12 +121,12 @@ class BufferPool:
         cache_capacity = config.resolve_thread_cache_capacity()
         classes = tuple(
             SizeClass(
-                size,
-                config.alignment,
-                config.max_per_class,
-                config.parallelism,
-                cache_capacity,
-                config.prefill,
+                size=size,
+                alignment=config.alignment,
+                max_buffers=config.max_per_class,
+                parallelism=config.parallelism,
+                cache_capacity=cache_capacity,
+                prefill=config.prefill,
             )
             for size in config.class_sizes
         )
@@ -207,9 +206,7 @@ class BufferPool:
         try:
             return self.try_alloc_zeroed(length)
         except (Oversized, Exhausted):
-            buf = IoBufMut.zeroed_with_alignment(
-                max(length, self._config.min_size), self._alignment
-            )
+            buf = IoBufMut.zeroed_with_alignment(max(length, self._config.min_size), self._alignment)
             buf.truncate(length)
             return buf
 
@@ -320,5 +317,5 @@ class BufferPool:
     def __del__(self) -> None:
         try:
             self.close()
-        except Exception:  # noqa: S110 - interpreter teardown
+        except Exception:
             pass

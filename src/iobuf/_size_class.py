@@ -82,7 +82,7 @@ def _stripe_count(capacity: int, parallelism: int) -> int:
     return min(target, max_stripes)
 
 
-class LocalCache(list):  # type: ignore[type-arg]
+class LocalCache(list[memoryview]):
     """One thread's LIFO cache of free buffers for one class.
 
     Holds the class's :class:`Shared` (not the class itself, which would form a
@@ -107,7 +107,7 @@ class LocalCache(list):  # type: ignore[type-arg]
     def __del__(self) -> None:
         try:
             self.flush()
-        except Exception:  # noqa: S110 - interpreter teardown; memory is freed regardless
+        except Exception:
             pass
 
 
@@ -212,6 +212,7 @@ class SizeClass:
 
     def __init__(
         self,
+        *,
         size: int,
         alignment: int,
         max_buffers: int,

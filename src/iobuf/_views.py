@@ -59,9 +59,10 @@ returns the buffer to that thread's cache.
 
 from __future__ import annotations
 
+import builtins
 import ctypes
 import sys
-from typing import TYPE_CHECKING, Any, Final, Union
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 from ._errors import check_nonneg
 from ._memory import address_of, aligned_block
@@ -72,7 +73,7 @@ if TYPE_CHECKING:
     from ._pool import BufferPool
     from ._size_class import SizeClass
 
-    BytesLike = Union[Buffer, "IoBuf", "IoBufMut"]
+    BytesLike: TypeAlias = "Buffer | IoBuf | IoBufMut"
 
 __all__ = ["IoBuf", "IoBufMut", "make_export_type", "pooled_buf"]
 
@@ -92,7 +93,7 @@ def _export_del(self: Any) -> None:
             self.cls.give_back(self.mv)
         else:
             self.done = True
-    except Exception:  # noqa: S110 - interpreter teardown; the memory is freed regardless
+    except Exception:
         pass
 
 
@@ -178,7 +179,7 @@ class _Lease:
             cls = self.cls
             if cls is not None:
                 _release(cls, self.mv, self.exp)
-        except Exception:  # noqa: S110 - interpreter teardown or partial init
+        except Exception:
             pass
 
 
@@ -471,9 +472,7 @@ class IoBufMut:
         """Consume ``n`` readable bytes from the front."""
         count = check_nonneg("n", n)
         if count > self._len - self._pos:
-            raise ValueError(
-                f"cannot advance past end of buffer: advance({count}) with {len(self)} readable"
-            )
+            raise ValueError(f"cannot advance past end of buffer: advance({count}) with {len(self)} readable")
         self._pos += count
 
     def copy_to_bytes(self, n: int) -> IoBuf:
@@ -527,8 +526,7 @@ class IoBufMut:
     def __repr__(self) -> str:
         kind = "pooled" if self.is_pooled else ("heap" if self._grow else "fixed")
         return (
-            f"IoBufMut(len={len(self)}, capacity={self.capacity}, {kind}, "
-            f"data={_preview(self._read_view())})"
+            f"IoBufMut(len={len(self)}, capacity={self.capacity}, {kind}, data={_preview(self._read_view())})"
         )
 
     def __del__(self) -> None:
@@ -536,7 +534,7 @@ class IoBufMut:
             cls = self._cls
             if cls is not None:
                 _release(cls, self._mv, self._exp)
-        except Exception:  # noqa: S110 - interpreter teardown or partial init
+        except Exception:
             pass
 
 
@@ -623,9 +621,7 @@ class IoBuf:
         """Consume ``n`` bytes from the front."""
         count = check_nonneg("n", n)
         if count > self._end - self._start:
-            raise ValueError(
-                f"cannot advance past end of buffer: advance({count}) with {len(self)} readable"
-            )
+            raise ValueError(f"cannot advance past end of buffer: advance({count}) with {len(self)} readable")
         self._start += count
 
     def _set_detached(self) -> None:
@@ -653,7 +649,7 @@ class IoBuf:
             return _empty_iobuf()
         return _iobuf(self._mv, self._start + a, self._start + b, self._own)
 
-    def __getitem__(self, key: int | slice) -> Any:
+    def __getitem__(self, key: int | builtins.slice) -> Any:
         if isinstance(key, slice):
             a, b, step = key.indices(self._end - self._start)
             if step != 1:
@@ -752,7 +748,7 @@ class IoBuf:
 
     def into_mut_with_pool(self, pool: BufferPool) -> IoBufMut:
         """:meth:`try_into_mut`, or else a copy into ``pool.alloc(len)``. This IoBuf is left empty."""
-        from ._pool import BufferPool
+        from ._pool import BufferPool  # noqa: PLC0415 - _pool imports this module
 
         if not isinstance(pool, BufferPool):
             raise TypeError(f"pool must be a BufferPool, not {type(pool).__name__}")

@@ -1,0 +1,132 @@
+"""Bad arguments: clear TypeError/ValueError naming the parameter, and no state change."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from iobuf import BufferPool, BufferPoolConfig, IoBuf, IoBufMut
+
+from .helpers import PAGE, config
+
+NOT_SIZES: list[Any] = [True, False, 1.0, "8", None, b"8", [8]]
+SIZED_METHODS = ["try_alloc", "alloc", "alloc_len", "try_alloc_zeroed", "alloc_zeroed", "size_class"]
+
+
+@pytest.mark.parametrize(
+    "method", ["try_alloc", "alloc", "alloc_len", "try_alloc_zeroed", "alloc_zeroed", "size_class"]
+)
+@pytest.mark.parametrize("bad", NOT_SIZES)
+def test_pool_sizes_must_be_ints(method: str, bad: Any) -> None:
+    """Non-int sizes (bool included) raise TypeError and allocate nothing."""
+    pool = BufferPool(config(PAGE, PAGE, 2))
+    before = pool.stats()
+    with pytest.raises(TypeError, match="must be an int"):
+        getattr(pool, method)(bad)
+    assert pool.stats() == before
+
+
+@pytest.mark.parametrize(
+    "method", ["try_alloc", "alloc", "alloc_len", "try_alloc_zeroed", "alloc_zeroed", "size_class"]
+)
+def test_pool_sizes_must_not_be_negative(method: str) -> None:
+    """A negative size is a ValueError naming the value."""
+    pool = BufferPool(config(PAGE, PAGE, 2))
+    with pytest.raises(ValueError, match="-5"):
+        getattr(pool, method)(-5)
+    assert pool.stats().classes[0].created == 0
+
+
+def test_int_subclasses_are_accepted_as_sizes() -> None:
+    """An int subclass (e.g. an IntEnum) works like its int value."""
+    import enum
+
+    class Size(enum.IntEnum):
+        PAGE_ = PAGE
+
+    pool = BufferPool(config(PAGE, PAGE, 2))
+    assert pool.try_alloc(Size.PAGE_).capacity == PAGE
+
+
+def test_pool_config_must_be_a_config() -> None:
+    """BufferPool(config=...) type-checks and validates the config."""
+    with pytest.raises(TypeError, match="config"):
+        BufferPool({"min_size": 1})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="power of two"):
+        BufferPool(BufferPoolConfig(min_size=3000, max_size=4096, max_per_class=1))
+
+
+@pytest.mark.parametrize(
+    ("call", "error"),
+    [
+        (lambda m: m.put_slice("text"), TypeError),
+        (lambda m: m.put_slice(5), TypeError),
+        (lambda m: m.put_slice(None), TypeError),
+        (lambda m: m.advance(-1), ValueError),
+        (lambda m: m.advance(True), TypeError),
+        (lambda m: m.advance_mut(-1), ValueError),
+        (lambda m: m.set_len(-1), ValueError),
+        (lambda m: m.set_len(1.5), TypeError),
+        (lambda m: m.truncate(-1), ValueError),
+        (lambda m: m.copy_to_bytes(-1), ValueError),
+        (lambda m: m.copy_to_bytes(100), ValueError),
+    ],
+)
+def test_iobufmut_rejects_bad_arguments_without_changing(call: Any, error: type[Exception]) -> None:
+    """Each bad call raises and the buffer still holds exactly what it held."""
+    m = IoBufMut.with_alignment(64, 8)
+    m.put_slice(b"abc")
+    with pytest.raises(error):
+        call(m)
+    assert bytes(m) == b"abc" and m.capacity == 64
+
+
+@pytest.mark.parametrize(
+    ("call", "error"),
+    [
+        (lambda b: b.slice(-1, 2), ValueError),
+        (lambda b: b.slice(0, "2"), TypeError),
+        (lambda b: b.split_to(-1), ValueError),
+        (lambda b: b.split_to(4), ValueError),
+        (lambda b: b.advance(4), ValueError),
+        (lambda b: b.copy_to_bytes(None), TypeError),
+        (lambda b: b[1.0], TypeError),
+        (lambda b: b[True], TypeError),
+        (lambda b: b.into_mut_with_pool(None), TypeError),
+    ],
+)
+def test_iobuf_rejects_bad_arguments_without_changing(call: Any, error: type[Exception]) -> None:
+    """Each bad call raises and the view is unchanged."""
+    b = IoBuf(b"abc")
+    with pytest.raises(error):
+        call(b)
+    assert b == b"abc"
+
+
+@pytest.mark.parametrize(
+    ("call", "error"),
+    [
+        (lambda: IoBufMut("text"), TypeError),  # type: ignore[arg-type]
+        (lambda: IoBuf(7), TypeError),  # type: ignore[arg-type]
+        (lambda: IoBuf.copy_from_slice(object()), TypeError),  # type: ignore[arg-type]
+        (lambda: IoBufMut.with_capacity(-1), ValueError),
+        (lambda: IoBufMut.zeroed(True), TypeError),
+        (lambda: IoBufMut.with_alignment(10, 3), ValueError),
+        (lambda: IoBufMut.with_alignment(10, 0), ValueError),
+        (lambda: IoBufMut.zeroed_with_alignment(10, -8), ValueError),
+        (lambda: IoBufMut.with_alignment(10, 2.0), TypeError),  # type: ignore[arg-type]
+    ],
+)
+def test_constructors_reject_bad_arguments(call: Any, error: type[Exception]) -> None:
+    """Constructors name the parameter in TypeError/ValueError."""
+    with pytest.raises(error):
+        call()
+
+
+def test_errors_name_the_parameter_and_value() -> None:
+    """Messages say which argument was wrong and what it was."""
+    with pytest.raises(TypeError, match=r"capacity must be an int, not bool \(True\)"):
+        BufferPool(config(PAGE, PAGE, 1)).try_alloc(True)
+    with pytest.raises(ValueError, match=r"alignment must be a power of two, got 12"):
+        IoBufMut.with_alignment(64, 12)

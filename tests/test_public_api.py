@@ -1,0 +1,35 @@
+"""The public names SPEC promises are exported, and nothing private leaks."""
+
+from __future__ import annotations
+
+import iobuf
+
+SPEC_NAMES = {
+    "BufferPool",
+    "BufferPoolConfig",
+    "IoBuf",
+    "IoBufMut",
+    "IoBufs",
+    "PoolError",
+    "Oversized",
+    "Exhausted",
+    "PoolStats",
+    "SizeClassStats",
+    "page_size",
+    "cache_line_size",
+    "flush_thread_cache",
+}
+
+
+def test_every_spec_name_is_exported() -> None:
+    """from iobuf import <name> works for every name in SPEC."""
+    assert set(iobuf.__all__) >= SPEC_NAMES
+    for name in iobuf.__all__:
+        assert getattr(iobuf, name) is not None
+
+
+def test_all_lists_only_public_names() -> None:
+    """__all__ has no private names and no duplicates; extras are deliberate."""
+    assert len(iobuf.__all__) == len(set(iobuf.__all__))
+    assert not any(n.startswith("_") for n in iobuf.__all__)
+    assert set(iobuf.__all__) - SPEC_NAMES == {"PoolClosed"}

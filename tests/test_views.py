@@ -1,0 +1,297 @@
+"""IoBufMut and IoBuf: construction, writing, reading, splitting, conversion, protocols."""
+
+from __future__ import annotations
+
+import array
+import copy
+
+import pytest
+
+from iobuf import BufferPool, IoBuf, IoBufMut
+
+from .helpers import PAGE, config
+
+
+def test_heap_buffer_copies_and_grows() -> None:
+    """IoBufMut(data) copies; put_slice past the capacity reallocates."""
+    src = bytearray(b"abc")
+    buf = IoBufMut(src)
+    src[0] = ord("z")
+    assert bytes(buf) == b"abc"
+    buf.put_slice(b"d" * 1000)
+    assert len(buf) == 1003 and buf.capacity >= 1003
+    assert not buf.is_pooled
+
+
+def test_constructors() -> None:
+    """with_capacity, zeroed, with_alignment and zeroed_with_alignment give what they say."""
+    assert (len(IoBufMut.with_capacity(10)), IoBufMut.with_capacity(10).capacity) == (0, 10)
+    z = IoBufMut.zeroed(5)
+    assert bytes(z) == bytes(5)
+    a = IoBufMut.with_alignment(100, 64)
+    assert (len(a), a.capacity, a.address % 64) == (0, 100, 0)
+    za = IoBufMut.zeroed_with_alignment(3 * PAGE, PAGE)
+    assert bytes(za) == bytes(3 * PAGE) and za.address % PAGE == 0 and za.capacity == 3 * PAGE
+    assert IoBufMut.with_alignment(0, 64).capacity == 0
+    assert len(IoBufMut.zeroed_with_alignment(0, 64)) == 0
+    big = IoBufMut.with_alignment(100, 1 << 16)
+    assert big.address % (1 << 16) == 0
+
+
+def test_fixed_buffer_refuses_a_write_that_does_not_fit_and_writes_nothing() -> None:
+    """put_slice past a fixed capacity raises ValueError and leaves the buffer as it was."""
+    buf = IoBufMut.with_alignment(8, 8)
+    buf.put_slice(b"12345")
+    with pytest.raises(ValueError, match="fixed capacity"):
+        buf.put_slice(b"6789")
+    assert bytes(buf) == b"12345"
+    buf.put_slice(b"678")
+    assert bytes(buf) == b"12345678"
+
+
+def test_spare_capacity_and_advance_mut() -> None:
+    """Writing into spare_capacity() and committing with advance_mut appends."""
+    pool = BufferPool(config(PAGE, PAGE, 1))
+    buf = pool.try_alloc(10)
+    buf.put_slice(b"ab")
+    spare = buf.spare_capacity()
+    assert len(spare) == PAGE - 2
+    spare[:3] = b"cde"
+    buf.advance_mut(3)
+    assert bytes(buf) == b"abcde"
+    with pytest.raises(ValueError, match="past end"):
+        buf.advance_mut(PAGE)
+
+
+def test_set_len_truncate_clear() -> None:
+    """set_len up to capacity, truncate never grows, clear keeps capacity."""
+    buf = IoBufMut.zeroed_with_alignment(16, 8)
+    buf.truncate(20)
+    assert len(buf) == 16
+    buf.truncate(4)
+    assert len(buf) == 4
+    buf.set_len(16)
+    assert len(buf) == 16
+    with pytest.raises(ValueError, match=r"set_len\(17\) exceeds capacity\(16\)"):
+        buf.set_len(17)
+    buf.clear()
+    assert (len(buf), buf.capacity) == (0, 16)
+
+
+def test_advance_moves_the_cursor_and_shrinks_capacity() -> None:
+    """After advance the readable window and capacity start later; alignment moves too."""
+    buf = IoBufMut.with_alignment(PAGE, PAGE)
+    buf.put_slice(b"helloworld")
+    buf.advance(5)
+    assert bytes(buf) == b"world" and buf.capacity == PAGE - 5
+    assert buf.address % PAGE == 5
+    buf.put_slice(b"!")
+    assert bytes(buf) == b"world!"
+    with pytest.raises(ValueError, match="past end"):
+        buf.advance(7)
+    buf.clear()
+    assert buf.freeze() == b""
+
+
+def test_interleaved_advance_and_write() -> None:
+    """Consuming then appending keeps the unread tail and the new bytes."""
+    buf = IoBufMut.with_alignment(64, 64)
+    buf.put_slice(b"hello")
+    buf.advance(2)
+    buf.put_slice(b"world")
+    assert bytes(buf) == b"lloworld"
+
+
+def test_freeze_after_partial_advance_keeps_the_suffix() -> None:
+    """freeze covers only the readable window."""
+    buf = IoBufMut(b"0123456789")
+    buf.advance(4)
+    assert bytes(buf.freeze()) == b"456789"
+
+
+def test_frozen_iobufmut_is_detached_and_refuses_writes() -> None:
+    """After freeze: len 0, capacity 0, not pooled, and writes raise ValueError."""
+    pool = BufferPool(config(PAGE, PAGE, 1))
+    buf = pool.try_alloc(PAGE)
+    buf.put_slice(b"data")
+    frozen = buf.freeze()
+    assert (len(buf), buf.capacity, buf.is_pooled) == (0, 0, False)
+    with pytest.raises(ValueError, match="frozen or converted"):
+        buf.put_slice(b"x")
+    assert len(buf.spare_capacity()) == 0
+    assert frozen == b"data"
+
+
+def test_iobuf_wraps_bytes_without_copying_and_copies_everything_else() -> None:
+    """IoBuf(bytes) shares the object; other bytes-likes are copied."""
+    data = b"x" * 100
+    wrapped = IoBuf(data)
+    assert wrapped.as_memoryview().obj is data
+    ba = bytearray(b"abc")
+    copied = IoBuf(ba)
+    ba[0] = ord("z")
+    assert copied == b"abc"
+    assert IoBuf.copy_from_slice(data).as_memoryview().obj is not data
+    assert IoBuf(array.array("H", [1, 2])) == array.array("H", [1, 2]).tobytes()
+    assert len(IoBuf()) == 0
+
+
+def test_iobuf_indexing_and_python_slicing() -> None:
+    """b[i] is an int, b[a:b] follows Python's clamping, step must be 1."""
+    b = IoBuf(b"abcdef")
+    assert b[0] == ord("a") and b[-1] == ord("f")
+    assert b[1:3] == b"bc" and b[-2:] == b"ef" and b[4:100] == b"ef"
+    assert len(b[5:2]) == 0
+    with pytest.raises(IndexError):
+        b[6]
+    with pytest.raises(ValueError, match="step 1"):
+        b[::2]
+    with pytest.raises(TypeError, match="int or slice"):
+        b["x"]  # type: ignore[index]
+
+
+def test_slice_bounds_are_strict() -> None:
+    """slice() rejects start > stop and stop > len with ValueError."""
+    b = IoBuf(b"abcdef")
+    assert b.slice(1, 4) == b"bcd"
+    with pytest.raises(ValueError, match="start must be <= stop"):
+        b.slice(4, 1)
+    with pytest.raises(ValueError, match="out of bounds"):
+        b.slice(0, 7)
+
+
+def test_split_to() -> None:
+    """split_to returns the prefix; 0 gives a detached empty view, len moves everything."""
+    pool = BufferPool(config(PAGE, PAGE, 1))
+    buf = pool.try_alloc(PAGE)
+    buf.put_slice(b"headerbody")
+    b = buf.freeze()
+    empty = b.split_to(0)
+    assert len(empty) == 0 and not empty.is_pooled
+    head = b.split_to(6)
+    assert head == b"header" and b == b"body" and head.is_pooled and b.is_pooled
+    with pytest.raises(ValueError, match="split_to out of bounds"):
+        b.split_to(5)
+    rest = b.split_to(4)
+    assert rest == b"body" and rest.is_pooled
+    assert len(b) == 0 and not b.is_pooled
+
+
+def test_clone_shares_memory_with_its_own_cursor() -> None:
+    """clone()/copy.copy share the bytes; advancing one leaves the other."""
+    b = IoBuf(b"abcdef")
+    c = b.clone()
+    d = copy.copy(b)
+    c.advance(2)
+    assert (b, c, d) == (b"abcdef", b"cdef", b"abcdef")
+    assert c.address == b.address + 2
+    deep = copy.deepcopy(b)
+    assert deep == b and deep.address != b.address
+
+
+def test_remaining_chunk_advance_copy_to_bytes_match_bytes_semantics() -> None:
+    """The seed's Buf trait on IoBuf behaves like slicing bytes."""
+    b = IoBuf(b"0123456789")
+    assert b.remaining() == 10 and bytes(b.chunk()) == b"0123456789"
+    b.advance(3)
+    assert bytes(b.chunk()) == b"3456789"
+    assert b.copy_to_bytes(2) == b"34" and b == b"56789"
+    with pytest.raises(ValueError, match="copy_to_bytes out of bounds"):
+        b.copy_to_bytes(6)
+    with pytest.raises(ValueError, match="past end"):
+        b.advance(6)
+
+
+def test_equality_and_hashing() -> None:
+    """== compares content with bytes-likes and both view types; IoBuf hashes like bytes."""
+    b = IoBuf(b"abc")
+    m = IoBufMut(b"abc")
+    assert b == b"abc" and b == bytearray(b"abc") and b == memoryview(b"abc")
+    assert b == m and m == b and m == IoBufMut(b"abc")
+    assert b != b"abd" and m != b"ab"
+    assert (b == "abc") is False
+    assert hash(b) == hash(b"abc")
+    assert {b: 1}[IoBuf(b"abc")] == 1
+    with pytest.raises(TypeError):
+        hash(m)
+
+
+def test_memoryviews_are_writable_for_iobufmut_and_read_only_for_iobuf() -> None:
+    """as_memoryview of a mutable buffer writes through; an IoBuf's view is read-only."""
+    pool = BufferPool(config(PAGE, PAGE, 2))
+    m = pool.try_alloc(PAGE)
+    m.put_slice(b"abc")
+    view = m.as_memoryview()
+    assert not view.readonly and view.format == "B"
+    view[0] = ord("X")
+    assert bytes(m) == b"Xbc"
+    frozen = m.freeze()
+    ro = frozen.as_memoryview()
+    assert ro.readonly and bytes(ro) == b"Xbc"
+    with pytest.raises(TypeError):
+        ro[0] = 1
+    heap = IoBuf(b"xyz").as_memoryview()
+    assert heap.readonly
+
+
+def test_reprs_are_informative() -> None:
+    """repr shows length, capacity, kind and a data preview."""
+    pool = BufferPool(config(PAGE, PAGE, 1))
+    m = pool.try_alloc(PAGE)
+    m.put_slice(b"hi")
+    assert repr(m) == f"IoBufMut(len=2, capacity={PAGE}, pooled, data=b'hi')"
+    assert repr(m.freeze()) == "IoBuf(len=2, pooled, data=b'hi')"
+    long = IoBuf(b"a" * 100)
+    assert "..." in repr(long) and "len=100" in repr(long)
+    assert "heap" in repr(IoBufMut()) and "fixed" in repr(IoBufMut.with_alignment(4, 4))
+
+
+def test_address_is_zero_only_without_memory() -> None:
+    """Empty detached views report address 0; real ones report their first readable byte."""
+    assert IoBuf().address == 0
+    assert IoBufMut.with_capacity(0).address == 0
+    b = IoBuf(b"abc")
+    assert b.address != 0 and b[1:].address == b.address + 1
+    m = IoBufMut(b"abc")
+    assert m.freeze().address != 0
+
+
+def test_untracked_conversion_refuses_after_a_view_was_exported() -> None:
+    """Untracked memory converts while unique, and refuses (conservatively) once views went out."""
+    m = IoBufMut.with_alignment(64, 64)
+    m.put_slice(b"abc")
+    f = m.freeze()
+    back = f.try_into_mut()
+    assert back is not None and bytes(back) == b"abc" and back.capacity == 64
+    view = back.as_memoryview()
+    f2 = back.freeze()
+    assert f2.try_into_mut() is None
+    del view
+    assert f2.try_into_mut() is None  # conservative: untracked memory is not exporter-counted
+    assert bytes(f2.into_mut()) == b"abc"
+
+
+def test_bytes_backed_iobuf_never_converts_in_place() -> None:
+    """bytes is immutable, so try_into_mut refuses and into_mut copies."""
+    b = IoBuf(b"abc")
+    assert b.try_into_mut() is None
+    m = b.into_mut()
+    m.put_slice(b"d")
+    assert bytes(m) == b"abcd" and len(b) == 0
+
+
+def test_growable_buffer_recovered_from_iobuf_keeps_growing() -> None:
+    """A frozen heap buffer converted back is growable again."""
+    f = IoBufMut(b"abc").freeze()
+    m = f.try_into_mut()
+    assert m is not None
+    m.put_slice(b"x" * 500)
+    assert len(m) == 503
+
+
+def test_heap_growth_after_partial_copy_leaves_shared_bytes_alone() -> None:
+    """A split-off IoBuf keeps its bytes when the heap buffer behind it reallocates."""
+    m = IoBufMut(b"abcdef")
+    head = m.copy_to_bytes(3)
+    m.put_slice(b"g" * 1000)
+    assert head == b"abc" and bytes(m)[:4] == b"defg"
