@@ -18,6 +18,7 @@ import socket
 from prometheus_client import CollectorRegistry, generate_latest
 
 from iobuf import BufferPool, BufferPoolConfig, Exhausted, IoBuf, IoBufMut, Oversized
+from iobuf.bench import format_table, measure_cycles
 
 HEADER = 4  # every message is a 4-byte big-endian payload length, then the payload
 CHUNK = 4096  # at most this much per recv_into, so a big message takes several reads
@@ -159,6 +160,8 @@ def main() -> int:
         show_safety_rule(pool)
         heading("6. pool.stats() (classes that created buffers) and Prometheus metrics")
         show_stats(pool, registry)
+    heading("7. Allocate + drop, side by side in this process (gc off; python -m iobuf.bench for more)")
+    print(format_table(measure_cycles(sizes=(4096, 65536, 1 << 20), repeats=3, target_ms=10.0)))
     heading("Done")
     print(pool)
     return 0

@@ -1,0 +1,147 @@
+"""A quick, side-by-side benchmark of one allocate-and-drop cycle.
+
+``python -m iobuf.bench`` (and the demo) time, in one process and interleaved
+so that machine noise hits every approach alike:
+
+- ``pooled``: ``pool.try_alloc(n)`` from a prefilled one-class pool, dropped at once;
+- ``freelist``: the pure-Python floor, a bare unsafe freelist of preallocated
+  ``bytearray`` objects handed out through a ``__slots__`` wrapper whose
+  ``__del__`` pushes the buffer back (no safety rule, no classes, no stats);
+- ``bytearray``: ``bytearray(n)``, a fresh zero-filled allocation.
+
+Method: the garbage collector is disabled while timing; each approach runs a
+calibrated number of cycles (about ``target_ms`` per repeat); repeats rotate
+through the approaches; the median of the repeats is reported with its spread
+(max/min). Absolute times on a shared machine are noisy; compare ratios from
+the same run. A fuller harness (a fresh process per cell, more peers, threads)
+is future work; see ``docs/performance.md`` once it exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from ._config import BufferPoolConfig
+from ._pool import BufferPool
+
+__all__ = ["CycleResult", "format_table", "main", "measure_cycles"]
+
+
+class _FreelistBuf:
+    """The floor's handle: owns one preallocated bytearray until dropped."""
+
+    __slots__ = ("data", "home")
+
+    def __del__(self) -> None:
+        self.home.append(self.data)
+
+
+def _freelist_alloc(size: int, count: int) -> Callable[[], object]:
+    free = [bytearray(size) for _ in range(count)]
+    new = object.__new__
+
+    def alloc() -> object:
+        buf = new(_FreelistBuf)
+        buf.data = free.pop()
+        buf.home = free
+        return buf
+
+    return alloc
+
+
+def _loop(alloc: Callable[[], object], n: int) -> int:
+    start = time.perf_counter_ns()
+    for _ in range(n):
+        alloc()
+    return time.perf_counter_ns() - start
+
+
+@dataclass(frozen=True)
+class CycleResult:
+    """Median ns per allocate-and-drop cycle of one approach at one size."""
+
+    approach: str
+    size: int
+    median_ns: float
+    spread: float  # slowest repeat / fastest repeat
+
+
+def measure_cycles(
+    sizes: Sequence[int] = (4096, 65536, 1 << 20), repeats: int = 5, target_ms: float = 20.0
+) -> list[CycleResult]:
+    """Time every approach at every size, interleaved; see the module notes."""
+    results: list[CycleResult] = []
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for size in sizes:
+            pool = BufferPool(BufferPoolConfig(min_size=size, max_size=size, max_per_class=4, prefill=True))
+            approaches: dict[str, Callable[[], object]] = {
+                "pooled": lambda pool=pool, size=size: pool.try_alloc(size),
+                "freelist": _freelist_alloc(size, 4),
+                "bytearray": lambda size=size: bytearray(size),
+            }
+            counts = {}
+            for name, fn in approaches.items():
+                n = 64
+                while (elapsed := _loop(fn, n)) < target_ms * 1e6 / 8:
+                    n *= 2
+                counts[name] = max(1, int(n * target_ms * 1e6 / max(elapsed, 1)))
+            samples: dict[str, list[float]] = {name: [] for name in approaches}
+            for _ in range(repeats):
+                for name, fn in approaches.items():
+                    samples[name].append(_loop(fn, counts[name]) / counts[name])
+            for name, values in samples.items():
+                results.append(CycleResult(name, size, statistics.median(values), max(values) / min(values)))
+            pool.close()
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return results
+
+
+def _size_label(size: int) -> str:
+    if size >= 1 << 20:
+        return f"{size >> 20} MiB"
+    if size >= 1 << 10:
+        return f"{size >> 10} KiB"
+    return f"{size} B"
+
+
+def format_table(results: Sequence[CycleResult]) -> str:
+    """A text table: ns per cycle (spread) and each approach's ratio to ``pooled``."""
+    sizes = sorted({r.size for r in results})
+    names = list(dict.fromkeys(r.approach for r in results))
+    by_key = {(r.approach, r.size): r for r in results}
+    header = f"{'approach':<10}" + "".join(f"{_size_label(s):>22}" for s in sizes)
+    lines = [header]
+    for name in names:
+        cells = []
+        for s in sizes:
+            r = by_key[(name, s)]
+            ratio = r.median_ns / by_key[("pooled", s)].median_ns
+            cells.append(f"{r.median_ns:>9,.0f} ns {ratio:>5.2f}x ±{r.spread - 1:>4.0%}")
+        lines.append(f"{name:<10}" + "".join(f"{c:>22}" for c in cells))
+    lines.append("(median ns per allocate+drop; Nx = time relative to pooled; ± = max/min - 1)")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry: ``python -m iobuf.bench [--sizes ...] [--repeats N]``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 4096, 65536, 1 << 20, 8 << 20])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--target-ms", type=float, default=30.0)
+    args = parser.parse_args(argv)
+    print("gc disabled while timing; one process; approaches interleaved per repeat")
+    print(format_table(measure_cycles(args.sizes, args.repeats, args.target_ms)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
