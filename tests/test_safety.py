@@ -217,3 +217,50 @@ def test_concurrent_writers_never_see_each_others_bytes() -> None:
     for cls_stats in pool.stats().classes:
         assert cls_stats.created <= 24
         assert cls_stats.global_free + cls_stats.local_free == cls_stats.created
+
+
+def test_copying_a_pooled_iobufmut_never_duplicates_ownership() -> None:
+    """copy, deepcopy and pickle of an IoBufMut give independent heap buffers, never a second owner."""
+    import copy
+    import pickle
+
+    pool = BufferPool(config(64, 64, 4, alignment=64, thread_cache_capacity=4))
+    m = pool.try_alloc(64)
+    m.put_slice(b"abc")
+    copies = [copy.copy(m), copy.deepcopy(m), pickle.loads(pickle.dumps(m))]
+    for c in copies:
+        assert bytes(c) == b"abc" and not c.is_pooled and c.address != m.address
+    del m, copies
+    assert allocated(pool, 64) == 0 and available(pool, 64) == 1
+    a, b = pool.try_alloc(64), pool.try_alloc(64)
+    assert a.address != b.address
+
+
+def test_iobuf_copies_share_safely_and_pickle_as_bytes() -> None:
+    """copy.copy(IoBuf) shares the lease; pickling round-trips the content."""
+    import copy
+    import pickle
+
+    pool = BufferPool(config(64, 64, 2, alignment=64))
+    m = pool.try_alloc(64)
+    m.put_slice(b"xyz")
+    f = m.freeze()
+    shallow = copy.copy(f)
+    assert shallow.address == f.address and shallow.is_pooled
+    assert pickle.loads(pickle.dumps(f)) == b"xyz"
+    del f
+    assert allocated(pool, 64) == 1
+    del shallow
+    assert allocated(pool, 64) == 0
+
+
+def test_a_pool_cannot_be_copied_or_pickled() -> None:
+    """Copies of a pool would share (and close) its classes, so they are refused."""
+    import copy
+    import pickle
+
+    pool = BufferPool(config(64, 64, 2, alignment=64))
+    for attempt in (copy.copy, copy.deepcopy, pickle.dumps):
+        with pytest.raises(TypeError, match="cannot be"):
+            attempt(pool)
+    assert pool.try_alloc(64).is_pooled

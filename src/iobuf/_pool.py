@@ -302,6 +302,15 @@ class BufferPool:
         if collector is not None:
             self._registry.unregister(collector)
 
+    def __copy__(self) -> BufferPool:
+        raise TypeError("a BufferPool cannot be copied; share the object itself")
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> BufferPool:
+        raise TypeError("a BufferPool cannot be copied; share the object itself")
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a BufferPool cannot be pickled; build one per process from its config")
+
     def __enter__(self) -> BufferPool:
         self._check_open()
         return self

@@ -89,10 +89,10 @@ _NO_BYTES: Final = memoryview(b"")
 
 def _export_del(self: Any) -> None:
     try:
-        if self.armed:
-            self.cls.give_back(self.mv)
+        if self._armed:
+            self._cls.give_back(self._mv)
         else:
-            self.done = True
+            self._done = True
     except Exception:
         pass
 
@@ -102,25 +102,25 @@ def make_export_type(size: int) -> Any:
     return type(
         f"_PooledExport{size}",
         (ctypes.c_ubyte * size,),
-        {"__slots__": ("cls", "mv", "armed", "done"), "__del__": _export_del},
+        {"__slots__": ("_cls", "_mv", "_armed", "_done"), "__del__": _export_del},
     )
 
 
 def _new_export(cls: SizeClass, mv: memoryview) -> Any:
     exp = cls.export_type.from_address(cls.addresses[id(mv)])
-    exp.cls = cls
-    exp.mv = mv
-    exp.armed = False
-    exp.done = False
+    exp._cls = cls
+    exp._mv = mv
+    exp._armed = False
+    exp._done = False
     return exp
 
 
 def _release(cls: SizeClass, mv: memoryview, exp: Any) -> None:
     """The last owner of pooled ``mv`` is going: return it now or arm its exporter."""
-    if exp is None or exp.done:
+    if exp is None or exp._done:
         cls.give_back(mv)
     else:
-        exp.armed = True
+        exp._armed = True
 
 
 def _as_bytes(data: object, name: str) -> memoryview:
@@ -523,6 +523,16 @@ class IoBufMut:
 
     __hash__ = None  # type: ignore[assignment]
 
+    def __copy__(self) -> IoBufMut:
+        """A growable heap copy of the readable bytes: a pooled buffer has one owner."""
+        return IoBufMut(self._read_view())
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> IoBufMut:
+        return IoBufMut(self._read_view())
+
+    def __reduce__(self) -> tuple[type[IoBufMut], tuple[bytes]]:
+        return (IoBufMut, (bytes(self),))
+
     def __repr__(self) -> str:
         kind = "pooled" if self.is_pooled else ("heap" if self._grow else "fixed")
         return (
@@ -703,6 +713,9 @@ class IoBuf:
 
     def __deepcopy__(self, memo: dict[int, Any]) -> IoBuf:
         return IoBuf(bytes(self))
+
+    def __reduce__(self) -> tuple[type[IoBuf], tuple[bytes]]:
+        return (IoBuf, (bytes(self),))
 
     # -- back to mutable -------------------------------------------------------------
 
