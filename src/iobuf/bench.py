@@ -20,6 +20,7 @@ is future work; see ``docs/performance.md`` once it exists.
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import statistics
 import time
@@ -36,6 +37,8 @@ class _FreelistBuf:
     """The floor's handle: owns one preallocated bytearray until dropped."""
 
     __slots__ = ("data", "home")
+    data: bytearray
+    home: list[bytearray]
 
     def __del__(self) -> None:
         self.home.append(self.data)
@@ -82,9 +85,9 @@ def measure_cycles(
         for size in sizes:
             pool = BufferPool(BufferPoolConfig(min_size=size, max_size=size, max_per_class=4, prefill=True))
             approaches: dict[str, Callable[[], object]] = {
-                "pooled": lambda pool=pool, size=size: pool.try_alloc(size),
+                "pooled": functools.partial(pool.try_alloc, size),
                 "freelist": _freelist_alloc(size, 4),
-                "bytearray": lambda size=size: bytearray(size),
+                "bytearray": functools.partial(bytearray, size),
             }
             counts = {}
             for name, fn in approaches.items():
