@@ -31,7 +31,9 @@ from ._config import BufferPoolConfig
 from ._errors import Exhausted, Oversized, PoolClosed, check_size
 from ._metrics import OversizedCounter, PoolCollector, check_namespace
 from ._size_class import SizeClass
-from ._views import IoBufMut, pooled_buf
+from ._views import IoBufMut
+
+_new = object.__new__
 
 __all__ = ["BufferPool", "PoolStats", "SizeClassStats"]
 
@@ -85,6 +87,7 @@ class BufferPool:
     __slots__ = (
         "_config",
         "_classes",
+        "_first",
         "_min_size",
         "_max_size",
         "_min_shift",
@@ -137,6 +140,7 @@ class BufferPool:
             registry.register(collector)  # a name clash raises ValueError here
         self._config = config
         self._classes = classes
+        self._first = classes[0]
         self._min_size = config.min_size
         self._max_size = config.max_size
         self._min_shift = config.min_size.bit_length() - 1
@@ -158,20 +162,32 @@ class BufferPool:
         nothing free. Requests below ``pool_min_size`` bypass the pool: an
         untracked aligned buffer of capacity ``max(capacity, 1)``.
         """
-        if type(capacity) is not int:
+        if capacity.__class__ is not int:
             capacity = check_size("capacity", capacity)
         if capacity <= self._min_size:
             if capacity < self._bypass_below:  # also every negative request
                 return self._bypass(capacity, 0)
-            cls = self._classes[0]
+            cls = self._first
         elif capacity > self._max_size:
             raise self._oversized()
         else:
             cls = self._classes[(capacity - 1).bit_length() - self._min_shift]
-        mv = cls.take()
+        # The allocation hot path: pop this thread's cache, else take the slow road.
+        try:
+            cache = cls.local.cache
+        except AttributeError:
+            cache = cls.init_cache()
+        mv = cache.pop() if cache else cls.refill(cache)
         if mv is None:
             raise self._exhausted()
-        return pooled_buf(cls, mv, 0)
+        buf = _new(IoBufMut)
+        buf._mv = mv
+        buf._pos = 0
+        buf._len = 0
+        buf._cls = cls
+        buf._aux = None
+        buf._grow = False
+        return buf
 
     def alloc(self, capacity: int) -> IoBufMut:
         """Like :meth:`try_alloc`, but an oversized request or an exhausted class

@@ -31,7 +31,7 @@ Invariants
 - ``created <= max_per_class``; ``created`` only grows (under ``_lock``).
 - A buffer returned after ``close()`` is dropped (its memory freed by CPython
   once unreferenced), never parked again. Closing sets ``cache_capacity`` to
-  -1 so the return hot path falls into :meth:`SizeClass._give_back_full`,
+  -1 so the return hot path falls into :meth:`SizeClass.give_back_full`,
   which sees ``closed`` and drops the buffer; the hot path carries no extra
   check for it.
 - A thread's cache empties into the shared list when the thread exits (the
@@ -251,30 +251,30 @@ class SizeClass:
         try:
             cache: LocalCache = self.local.cache
         except AttributeError:
-            cache = self._init_cache()
+            cache = self.init_cache()
         if cache:
             return cache.pop()
-        return self._refill(cache)
+        return self.refill(cache)
 
     def give_back(self, mv: memoryview) -> None:
         """Return a buffer nothing reaches any more to the calling thread's cache."""
         try:
             cache: LocalCache = self.local.cache
         except AttributeError:
-            cache = self._init_cache()
+            cache = self.init_cache()
         if len(cache) < self.cache_capacity:
             cache.append(mv)
         else:
-            self._give_back_full(cache, mv)
+            self.give_back_full(cache, mv)
 
     # -- slow paths ----------------------------------------------------------
 
-    def _init_cache(self) -> LocalCache:
+    def init_cache(self) -> LocalCache:
         cache = LocalCache(self.shared, _new_home())
         self.local.cache = cache
         return cache
 
-    def _refill(self, cache: LocalCache) -> memoryview | None:
+    def refill(self, cache: LocalCache) -> memoryview | None:
         shared = self.shared
         capacity = self.cache_capacity
         if capacity < MIN_BATCH_CAPACITY:
@@ -301,7 +301,8 @@ class SizeClass:
             shared.unreserve()
             raise
 
-    def _give_back_full(self, cache: LocalCache, mv: memoryview) -> None:
+    def give_back_full(self, cache: LocalCache, mv: memoryview) -> None:
+        """Return ``mv`` when the cache is full (or the class closed): spill or drop."""
         shared = self.shared
         if shared.closed:
             self.addresses.pop(id(mv), None)

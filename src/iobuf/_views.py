@@ -75,7 +75,7 @@ if TYPE_CHECKING:
 
     BytesLike: TypeAlias = "Buffer | IoBuf | IoBufMut"
 
-__all__ = ["IoBuf", "IoBufMut", "make_export_type", "pooled_buf"]
+__all__ = ["IoBuf", "IoBufMut", "make_export_type"]
 
 _getrefcount = sys.getrefcount
 _new = object.__new__
@@ -196,27 +196,13 @@ def _empty_iobuf() -> IoBuf:
     return _iobuf(_NO_BYTES, 0, 0, None)
 
 
-def pooled_buf(cls: SizeClass, mv: memoryview, length: int) -> IoBufMut:
-    """An IoBufMut that directly owns pooled buffer ``mv`` (used by the pool)."""
-    b = _new(IoBufMut)
-    b._mv = mv
-    b._pos = 0
-    b._len = length
-    b._cls = cls
-    b._exp = None
-    b._lease = None
-    b._grow = False
-    return b
-
-
 def _untracked(mv: memoryview, length: int, grow: bool) -> IoBufMut:
     b = _new(IoBufMut)
     b._mv = mv
     b._pos = 0
     b._len = length
     b._cls = None
-    b._exp = None
-    b._lease = None
+    b._aux = None
     b._grow = grow
     return b
 
@@ -245,21 +231,24 @@ class IoBufMut:
     b'hello, world'
     """
 
-    __slots__ = ("_mv", "_pos", "_len", "_cls", "_exp", "_lease", "_grow")
+    # Ownership states (see the module notes):
+    #   direct pooled: _cls is the SizeClass, _aux None or the exporter;
+    #   shared:        _cls None, _aux the _Lease shared with IoBufs;
+    #   untracked:     _cls None, _aux None or _EXPORTED.
+    # BufferPool.try_alloc builds the direct pooled state inline (the hot path).
+    __slots__ = ("_mv", "_pos", "_len", "_cls", "_aux", "_grow")
 
     _mv: memoryview
     _pos: int
     _len: int
     _cls: SizeClass | None
-    _exp: Any
-    _lease: _Lease | None
+    _aux: Any
     _grow: bool
 
     def __init__(self, data: BytesLike = b"") -> None:
         src = _as_bytes(data, "data")
         self._cls = None
-        self._exp = None
-        self._lease = None
+        self._aux = None
         self._grow = True
         self._mv = memoryview(bytearray(src))
         self._pos = 0
@@ -318,8 +307,8 @@ class IoBufMut:
         """True only for memory tracked by a pool (it returns there when dropped)."""
         if self._cls is not None:
             return True
-        lease = self._lease
-        return lease is not None and lease.cls is not None
+        aux = self._aux
+        return type(aux) is _Lease and aux.cls is not None
 
     @property
     def address(self) -> int:
@@ -334,8 +323,9 @@ class IoBufMut:
         cls = self._cls
         if cls is not None:
             return cls.addresses[id(mv)] + self._pos
-        if self._lease is not None:
-            return self._lease.address() + self._pos
+        aux = self._aux
+        if type(aux) is _Lease:
+            return aux.address() + self._pos
         return address_of(mv) + self._pos
 
     # -- internal views --------------------------------------------------------
@@ -347,38 +337,36 @@ class IoBufMut:
     def _export(self, start: int, end: int) -> memoryview:
         """A writable view of ``_mv[start:end]`` that is safe to hand to user code."""
         cls = self._cls
+        aux = self._aux
         if cls is not None:
-            exp = self._exp
-            if exp is None:
-                exp = self._exp = _new_export(cls, self._mv)
-            return memoryview(exp).cast("B")[start:end]
-        lease = self._lease
-        if lease is not None:
-            return lease.view(start, end)
-        self._exp = _EXPORTED
+            if aux is None:
+                aux = self._aux = _new_export(cls, self._mv)
+            return memoryview(aux).cast("B")[start:end]
+        if type(aux) is _Lease:
+            return aux.view(start, end)
+        self._aux = _EXPORTED
         return self._mv[start:end]
 
     def _share(self) -> _Lease:
         """Move direct ownership into a lease this buffer shares with new IoBufs."""
-        lease = self._lease
-        if lease is None:
-            lease = self._lease = _Lease(self._cls, self._mv, self._exp, self._grow)
-            self._cls = None
-            self._exp = None
+        aux = self._aux
+        if type(aux) is _Lease:
+            return aux
+        lease = self._aux = _Lease(self._cls, self._mv, aux, self._grow)
+        self._cls = None
         return lease
 
     def _detach(self, growable: bool) -> None:
         """Drop this buffer's hold on its memory (returning pooled memory if owned)."""
-        cls, mv, exp = self._cls, self._mv, self._exp
+        cls, mv, aux = self._cls, self._mv, self._aux
         self._cls = None
-        self._exp = None
-        self._lease = None
+        self._aux = None
         self._pos = 0
         self._len = 0
         self._grow = growable
         self._mv = memoryview(bytearray(0)) if growable else _DETACHED
         if cls is not None:
-            _release(cls, mv, exp)
+            _release(cls, mv, aux)
 
     def _reserve(self, extra: int) -> None:
         """Make room for ``extra`` more bytes, growing a heap buffer by reallocation."""
@@ -396,8 +384,7 @@ class IoBufMut:
         fresh = bytearray(new_cap)
         fresh[:readable] = self._mv[self._pos : self._len]
         # Views handed out earlier keep the old memory alive; they stop aliasing.
-        self._lease = None
-        self._exp = None
+        self._aux = None
         self._mv = memoryview(fresh)
         self._pos = 0
         self._len = readable
@@ -540,11 +527,26 @@ class IoBufMut:
         )
 
     def __del__(self) -> None:
+        # The drop hot path: push straight onto this thread's cache when the
+        # buffer is directly owned, exported no view and the cache has room.
         try:
             cls = self._cls
-            if cls is not None:
-                _release(cls, self._mv, self._exp)
-        except Exception:
+            if cls is None:
+                return
+            aux = self._aux
+            if aux is None:
+                try:
+                    cache = cls.local.cache
+                except AttributeError:  # this thread's first return to the class
+                    cls.give_back(self._mv)
+                    return
+                if len(cache) < cls.cache_capacity:
+                    cache.append(self._mv)
+                else:
+                    cls.give_back_full(cache, self._mv)
+            else:
+                _release(cls, self._mv, aux)
+        except Exception:  # interpreter teardown or partial init: nothing to return to
             pass
 
 
@@ -743,8 +745,7 @@ class IoBuf:
         b._pos = self._start
         b._len = self._end
         b._cls = own.cls
-        b._exp = own.exp
-        b._lease = None
+        b._aux = own.exp
         b._grow = own.grow
         own.cls = None
         own.exp = None
