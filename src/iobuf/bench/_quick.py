@@ -1,7 +1,7 @@
-"""A quick, side-by-side benchmark of one allocate-and-drop cycle.
+"""A quick, in-process, side-by-side benchmark of one allocate-and-drop cycle.
 
-``python -m iobuf.bench`` (and the demo) time, in one process and interleaved
-so that machine noise hits every approach alike:
+The demo (``python -m iobuf``) and ``python -m iobuf.bench --inline`` time, in
+one process and interleaved so that machine noise hits every approach alike:
 
 - ``pooled``: ``pool.try_alloc(n)`` from a prefilled one-class pool, dropped at once;
 - ``freelist``: the pure-Python floor, a bare unsafe freelist of preallocated
@@ -13,13 +13,12 @@ Method: the garbage collector is disabled while timing; each approach runs a
 calibrated number of cycles (about ``target_ms`` per repeat); repeats rotate
 through the approaches; the median of the repeats is reported with its spread
 (max/min). Absolute times on a shared machine are noisy; compare ratios from
-the same run. A fuller harness (a fresh process per cell, more peers, threads)
-is future work; see ``docs/performance.md`` once it exists.
+the same run. The full harness (a fresh process per cell, every peer, touch
+and thread modes) is ``python -m iobuf.bench``; see ``docs/performance.md``.
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import gc
 import statistics
@@ -27,10 +26,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ._config import BufferPoolConfig
-from ._pool import BufferPool
+from .._config import BufferPoolConfig
+from .._pool import BufferPool
 
-__all__ = ["CycleResult", "format_table", "main", "measure_cycles"]
+__all__ = ["CycleResult", "format_table", "measure_cycles"]
 
 
 class _FreelistBuf:
@@ -132,19 +131,3 @@ def format_table(results: Sequence[CycleResult]) -> str:
         lines.append(f"{name:<10}" + "".join(f"{c:>22}" for c in cells))
     lines.append("(median ns per allocate+drop; Nx = time relative to pooled; ± = max/min - 1)")
     return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry: ``python -m iobuf.bench [--sizes ...] [--repeats N]``."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 4096, 65536, 1 << 20, 8 << 20])
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--target-ms", type=float, default=30.0)
-    args = parser.parse_args(argv)
-    print("gc disabled while timing; one process; approaches interleaved per repeat")
-    print(format_table(measure_cycles(args.sizes, args.repeats, args.target_ms)))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

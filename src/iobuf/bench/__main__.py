@@ -1,0 +1,156 @@
+"""``python -m iobuf.bench``: the full benchmark, each cell in a fresh process.
+
+Usage::
+
+    python -m iobuf.bench            # full run: 3 interleaved rounds (about 10 minutes here)
+    python -m iobuf.bench --quick    # 1 round, fewer repeats and thread cells (under 2 minutes)
+    python -m iobuf.bench --inline   # the demo's in-process table only
+
+Writes ``bench-results/results.json`` and, when matplotlib is installed
+(``pip install 'iobuf[bench]'``), ``bench-results/alloc.png``; prints the
+tables and the target checks. Peers that are not installed (numpy, pyarrow)
+are skipped and say so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ._cells import available_approaches, run_cell
+from ._freelists import FREELISTS, run_freelist_cell
+from ._quick import format_table, measure_cycles
+from ._report import render, write_chart
+
+SIZES = [256, 1024, 4096, 65536, 1 << 20, 8 << 20]
+THREADED = ["pooled", "freelist_floor", "bytearray", "direct"]
+
+
+def _cells(quick: bool, approaches: list[str]) -> list[dict[str, Any]]:
+    target = 15.0 if quick else 40.0
+    repeats = 3 if quick else 5
+    cells: list[dict[str, Any]] = []
+    for size in SIZES:
+        for approach in approaches:
+            for touch in (False, True):
+                base = {"kind": "alloc", "approach": approach, "size": size, "touch": touch}
+                base |= {"target_ms": target, "repeats": repeats}
+                cells.append({**base, "threads": 1, "pattern": "single"})
+                # The seed's thread patterns for pooled, direct and the two baselines;
+                # --quick keeps them for touch=False only.
+                if approach in THREADED and not (quick and touch):
+                    for pattern in ("lockstep", "staggered"):
+                        cells.append({**base, "threads": 2, "pattern": pattern})
+    batches = [1, 8, 32] if quick else [1, 2, 4, 8, 16, 32]
+    for impl in FREELISTS:
+        for batch in batches:
+            for threads in (1, 2):
+                cells.append(
+                    {"kind": "freelist", "impl": impl, "batch": batch, "threads": threads, "slots": 64}
+                    | {"target_ms": target, "repeats": repeats}
+                )
+    return cells
+
+
+def _run_in_subprocess(cell: dict[str, Any]) -> dict[str, Any]:
+    # A fixed hash seed removes one source of process-to-process variation.
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    proc = subprocess.run(  # noqa: S603 - our own interpreter and module, our own JSON
+        [sys.executable, "-m", "iobuf.bench", "--cell", json.dumps(cell)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+        env=env,
+    )
+    if proc.returncode != 0:
+        return {**cell, "error": proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed"}
+    result: dict[str, Any] = json.loads(proc.stdout)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the harness (see the module docstring)."""
+    parser = argparse.ArgumentParser(prog="python -m iobuf.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and thread cells")
+    parser.add_argument("--inline", action="store_true", help="only the quick in-process table")
+    parser.add_argument("--out", type=Path, default=Path("bench-results"), help="output directory")
+    parser.add_argument("--only", nargs="+", help="restrict to these approaches")
+    parser.add_argument("--rounds", type=int, help="passes over all cells (default 3, --quick 1)")
+    parser.add_argument("--cell", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.cell:
+        spec = json.loads(args.cell)
+        runner = run_freelist_cell if spec["kind"] == "freelist" else run_cell
+        print(json.dumps(runner(spec)))
+        return 0
+    if args.inline:
+        print("gc disabled while timing; one process; approaches interleaved per repeat")
+        print(format_table(measure_cycles(sizes=(256, 4096, 65536, 1 << 20, 8 << 20))))
+        return 0
+
+    approaches = available_approaches()
+    if args.only:
+        approaches = [a for a in approaches if a in args.only]
+    cells = _cells(args.quick, approaches)
+    rounds = args.rounds or (1 if args.quick else 3)
+    print(
+        f"iobuf benchmark: {len(cells)} cells x {rounds} rounds, each cell in a fresh process; "
+        "gc disabled while timing; median of all repeats, spread = max/min"
+    )
+    print(f"approaches: {', '.join(approaches)}")
+    started = time.monotonic()
+    # Rounds interleave: every cell runs once before any runs twice, so a noisy
+    # minute on a shared machine hits all approaches alike.
+    results = [dict(cell, samples_ns=[], rounds=[]) for cell in cells]
+    done = 0
+    for _ in range(rounds):
+        for result, cell in zip(results, cells, strict=True):
+            one = _run_in_subprocess(cell)
+            if "error" in one:
+                result["error"] = one["error"]
+            else:
+                result["samples_ns"].extend(one["samples_ns"])
+                result["rounds"].append(statistics.median(one["samples_ns"]))
+            done += 1
+            if done % 50 == 0:
+                print(
+                    f"  {done}/{len(cells) * rounds} cells, {time.monotonic() - started:.0f} s",
+                    file=sys.stderr,
+                )
+    for r in results:
+        if r["samples_ns"]:
+            r["median_ns"] = statistics.median(r["samples_ns"])
+            r["spread"] = max(r["samples_ns"]) / min(r["samples_ns"])
+    meta = {
+        "python": sys.version.split()[0],
+        "implementation": platform.python_implementation(),
+        "gil_enabled": getattr(sys, "_is_gil_enabled", lambda: True)(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "quick": args.quick,
+        "rounds": rounds,
+        "seconds": round(time.monotonic() - started, 1),
+        "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    print(render(results, meta))
+    chart = write_chart(results, args.out / "alloc.png")
+    print(
+        f"\nwrote {args.out / 'results.json'}" + (f" and {chart}" if chart else " (no matplotlib: no chart)")
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
