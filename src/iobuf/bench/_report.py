@@ -215,7 +215,7 @@ def write_chart(results: Sequence[Result], path: Path) -> Path | None:
         return None
     idx = _index(results)
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.5), sharey=True)
-    colors = plt.get_cmap("tab20").colors
+    colors = [plt.get_cmap("tab20")(i) for i in range(20)]
     for ax in axes:
         ax.set_prop_cycle(color=colors)
     for ax, touch in zip(axes, (False, True), strict=True):
