@@ -42,15 +42,3 @@ def test_demo_main_in_process(capsys: pytest.CaptureFixture[str]) -> None:
 
     assert main() == 0
     assert "round-trip ok, zero-copy" in capsys.readouterr().out
-
-
-def test_bench_command_prints_a_ratio_table(capsys: pytest.CaptureFixture[str]) -> None:
-    """python -m iobuf.bench measures every approach and prints ratios against pooled."""
-    from iobuf.bench import main as bench_main
-
-    assert bench_main(["--sizes", "4096", "--repeats", "2", "--target-ms", "2"]) == 0
-    out = capsys.readouterr().out
-    assert "gc disabled" in out
-    for name in ("pooled", "freelist", "bytearray"):
-        assert name in out
-    assert "1.00x" in out  # pooled against itself

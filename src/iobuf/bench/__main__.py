@@ -34,11 +34,13 @@ SIZES = [256, 1024, 4096, 65536, 1 << 20, 8 << 20]
 THREADED = ["pooled", "freelist_floor", "bytearray", "direct"]
 
 
-def _cells(quick: bool, approaches: list[str]) -> list[dict[str, Any]]:
-    target = 15.0 if quick else 40.0
+def _cells(
+    quick: bool, approaches: list[str], freelists: list[str], sizes: list[int], target: float | None
+) -> list[dict[str, Any]]:
+    target = target or (15.0 if quick else 40.0)
     repeats = 3 if quick else 5
     cells: list[dict[str, Any]] = []
-    for size in SIZES:
+    for size in sizes:
         for approach in approaches:
             for touch in (False, True):
                 base = {"kind": "alloc", "approach": approach, "size": size, "touch": touch}
@@ -50,7 +52,7 @@ def _cells(quick: bool, approaches: list[str]) -> list[dict[str, Any]]:
                     for pattern in ("lockstep", "staggered"):
                         cells.append({**base, "threads": 2, "pattern": pattern})
     batches = [1, 8, 32] if quick else [1, 2, 4, 8, 16, 32]
-    for impl in FREELISTS:
+    for impl in freelists:
         for batch in batches:
             for threads in (1, 2):
                 cells.append(
@@ -83,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repeats and thread cells")
     parser.add_argument("--inline", action="store_true", help="only the quick in-process table")
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="output directory")
-    parser.add_argument("--only", nargs="+", help="restrict to these approaches")
+    parser.add_argument("--only", nargs="+", help="restrict to these approaches / freelists")
+    parser.add_argument("--sizes", type=int, nargs="+", default=SIZES, help="buffer sizes in bytes")
+    parser.add_argument("--target-ms", type=float, help="time per repeat (default 40, --quick 15)")
     parser.add_argument("--rounds", type=int, help="passes over all cells (default 3, --quick 1)")
     parser.add_argument("--cell", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -99,9 +103,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     approaches = available_approaches()
+    freelists = list(FREELISTS)
     if args.only:
         approaches = [a for a in approaches if a in args.only]
-    cells = _cells(args.quick, approaches)
+        freelists = [f for f in freelists if f in args.only]
+    cells = _cells(args.quick, approaches, freelists, args.sizes, args.target_ms)
     rounds = args.rounds or (1 if args.quick else 3)
     print(
         f"iobuf benchmark: {len(cells)} cells x {rounds} rounds, each cell in a fresh process; "

@@ -1,0 +1,121 @@
+"""The benchmark harness: every cell kind runs, and the target checks can fail as well as pass."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from iobuf.bench._cells import APPROACHES, available_approaches, run_cell
+from iobuf.bench._freelists import FREELISTS, run_freelist_cell
+from iobuf.bench._report import check_targets, render, write_chart
+
+QUICK = {"target_ms": 0.5, "repeats": 2}
+
+
+@pytest.mark.parametrize("touch", [False, True])
+def test_every_available_approach_runs_a_cell(touch: bool) -> None:
+    """Each installed peer allocates, optionally touches, and reports positive samples."""
+    for name in available_approaches():
+        result = run_cell({"approach": name, "size": 8192, "touch": touch, **QUICK})
+        assert len(result["samples_ns"]) == 2 and min(result["samples_ns"]) > 0, name
+    assert set(available_approaches()) <= set(APPROACHES)
+
+
+@pytest.mark.parametrize("pattern", ["lockstep", "staggered"])
+def test_two_thread_cells_run(pattern: str) -> None:
+    """The seed's thread patterns run with the pool and with the floor."""
+    for name in ("pooled", "freelist_floor", "reuse_one"):
+        result = run_cell(
+            {"approach": name, "size": 256, "touch": True, "threads": 2, "pattern": pattern, **QUICK}
+        )
+        assert min(result["samples_ns"]) > 0
+
+
+@pytest.mark.parametrize("impl", sorted(FREELISTS))
+@pytest.mark.parametrize("threads", [1, 2])
+def test_freelist_cells_keep_occupancy_constant(impl: str, threads: int) -> None:
+    """Each freelist runs batch 1 and batch 4 with one and two threads."""
+    for batch in (1, 4):
+        result = run_freelist_cell({"impl": impl, "batch": batch, "threads": threads, "slots": 16, **QUICK})
+        assert min(result["samples_ns"]) > 0
+
+
+def _synthetic(
+    pooled: float, floor: float, bytearray_1m: float, two_threads: float = 2.0
+) -> list[dict[str, object]]:
+    rows = []
+    for size in (4096, 1 << 20, 8 << 20):
+        for name, ns in (
+            ("pooled", pooled),
+            ("freelist_floor", floor),
+            ("bytearray", bytearray_1m * size / (1 << 20)),
+            ("mmap", 9000.0),
+            ("pyarrow_system", 300.0),
+        ):
+            for touch in (False, True):
+                rows.append(
+                    {"kind": "alloc", "approach": name, "size": size, "touch": touch, "threads": 1}
+                    | {"pattern": "single", "median_ns": ns}
+                )
+        rows.append(
+            {"kind": "alloc", "approach": "pooled", "size": size, "touch": False, "threads": 2}
+            | {"pattern": "lockstep", "median_ns": two_threads * pooled}
+        )
+    return rows
+
+
+def test_target_checks_report_met_and_missed() -> None:
+    """Synthetic numbers on either side of each threshold flip the verdicts."""
+    good = dict(
+        (t, met) for t, _, met in check_targets(_synthetic(pooled=200, floor=180, bytearray_1m=12_000))
+    )
+    assert all(good.values()), good
+    slow = _synthetic(pooled=900, floor=180, bytearray_1m=500, two_threads=4.0)
+    bad = {t: met for t, _, met in check_targets(slow)}
+    assert not any(bad.values()), bad
+
+
+def test_render_and_chart(tmp_path: Path) -> None:
+    """The text report names every section; the chart is a PNG when matplotlib is installed."""
+    rows = _synthetic(pooled=400, floor=180, bytearray_1m=12_000)
+    text = render(rows, {"python": "3.x", "gil_enabled": True, "cpus": 2, "seconds": 1.0, "rounds": 1})
+    for heading in ("touch=False", "touch=True", "two threads", "freelist", "targets"):
+        assert heading in text
+    chart = write_chart(rows, tmp_path / "c.png")
+    if chart is not None:
+        assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_harness_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A tiny real run spawns cell processes, writes results.json and prints the targets."""
+    from iobuf.bench.__main__ import main
+
+    out = tmp_path / "out"
+    argv = ["--quick", "--only", "pooled", "freelist_floor", "simple_queue", "--sizes", "4096"]
+    assert main([*argv, "--target-ms", "1", "--out", str(out)]) == 0
+    data = json.loads((out / "results.json").read_text())
+    assert data["meta"]["rounds"] == 1
+    assert all("error" not in r for r in data["results"])
+    assert {r.get("approach", r.get("impl")) for r in data["results"]} == {
+        "pooled",
+        "freelist_floor",
+        "simple_queue",
+    }
+    assert "== targets" in capsys.readouterr().out
+
+
+def test_inline_mode_prints_the_quick_table(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--inline is the demo's in-process table."""
+    import iobuf.bench.__main__ as cli
+    from iobuf.bench import _quick
+
+    def one_small_size(*args: object, **kw: object) -> list[_quick.CycleResult]:
+        return _quick.measure_cycles(sizes=(4096,), repeats=2, target_ms=1.0)  # a real, shorter run
+
+    monkeypatch.setattr(cli, "measure_cycles", one_small_size)
+    assert cli.main(["--inline"]) == 0
+    assert "pooled" in capsys.readouterr().out
