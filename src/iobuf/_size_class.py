@@ -9,6 +9,8 @@ Each class keeps free buffers in two places:
    a plain list used as a LIFO stack of at most ``cache_capacity`` buffers.
    Only its own thread touches it, so the hot path (``take`` on a hit,
    ``give_back`` with room) is a list ``pop``/``append`` and takes no lock.
+   ``BufferPool.try_alloc`` and ``IoBufMut.__del__`` inline the cache hit;
+   everything else goes through the methods here.
 2. **The shared freelist**: ``stripes``, a power-of-two number of lists.
    A thread starts at its home stripe (a per-thread id) and probes the others.
    ``list.append``/``list.pop``/``list.extend`` are each atomic on GIL builds
@@ -244,17 +246,7 @@ class SizeClass:
         self.addresses[id(mv)] = address_of(mv)
         return mv
 
-    # -- the hot paths -------------------------------------------------------
-
-    def take(self) -> memoryview | None:
-        """A free buffer for the calling thread, or None if the class is exhausted."""
-        try:
-            cache: LocalCache = self.local.cache
-        except AttributeError:
-            cache = self.init_cache()
-        if cache:
-            return cache.pop()
-        return self.refill(cache)
+    # -- returning (the allocation hit is inlined in BufferPool.try_alloc) -----
 
     def give_back(self, mv: memoryview) -> None:
         """Return a buffer nothing reaches any more to the calling thread's cache."""
