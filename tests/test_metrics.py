@@ -88,3 +88,27 @@ def test_bad_registry_and_namespace_are_rejected() -> None:
         BufferPool(config(PAGE, PAGE, 1), namespace=3)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="namespace"):
         BufferPool(config(PAGE, PAGE, 1), namespace="bad name")
+
+
+def test_closing_from_many_threads_at_once_unregisters_once(registry: CollectorRegistry) -> None:
+    """Concurrent close() calls are safe: one does the work, the rest return."""
+    import threading
+
+    pool = BufferPool(config(PAGE, PAGE, 1), registry=registry, namespace="c")
+    start = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def closer() -> None:
+        start.wait()
+        try:
+            pool.close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=closer) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert value(registry, "c_buffer_pool_oversized_total") is None

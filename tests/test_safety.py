@@ -264,3 +264,48 @@ def test_a_pool_cannot_be_copied_or_pickled() -> None:
         with pytest.raises(TypeError, match="cannot be"):
             attempt(pool)
     assert pool.try_alloc(64).is_pooled
+
+
+def test_clones_exporting_at_once_in_two_threads_share_one_exporter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two threads making the first views of one lease at once get one exporter, so both views pin.
+
+    The scheduling is scripted: creating an exporter waits (briefly) for the other
+    thread to arrive too, which is the interleaving that would create two.
+    """
+    from iobuf import _views
+
+    real = _views._new_export
+    both_inside = threading.Barrier(2, timeout=0.5)
+
+    def rendezvous(cls: object, mv: memoryview) -> object:
+        try:
+            both_inside.wait()
+        except threading.BrokenBarrierError:
+            pass  # the other thread could not get here: what the lock is for
+        return real(cls, mv)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_views, "_new_export", rendezvous)
+    pool = BufferPool(config(64, 64, 4, alignment=64))
+    buf = pool.try_alloc(64)
+    buf.put_slice(b"A" * 64)
+    frozen = buf.freeze()
+    clones = [frozen.clone(), frozen.clone()]
+    del frozen
+    views: list[memoryview] = []
+
+    def grab(i: int) -> None:
+        views.append(clones[i].as_memoryview())
+
+    threads = [threading.Thread(target=grab, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({id(v.obj) for v in views}) == 1
+    clones.clear()
+    keep = views.pop()
+    views.clear()
+    assert allocated(pool, 64) == 1  # `keep` alone pins the buffer
+    for _ in range(3):
+        pool.try_alloc(64).put_slice(b"Z" * 64)
+    assert bytes(keep) == b"A" * 64

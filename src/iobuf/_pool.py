@@ -23,6 +23,7 @@ that is freed (not reused) when dropped.
 from __future__ import annotations
 
 import ctypes
+import threading
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -98,6 +99,7 @@ class BufferPool:
         "_oversized_count",
         "_registry",
         "_collector",
+        "_close_lock",
         "__weakref__",
     )
 
@@ -109,6 +111,7 @@ class BufferPool:
         namespace: str = "",
     ) -> None:
         self._closed = True  # until fully built, so __del__ of a failed build does nothing
+        self._close_lock = threading.Lock()
         if config is None:
             config = BufferPoolConfig.for_network()
         elif not isinstance(config, BufferPoolConfig):
@@ -305,9 +308,10 @@ class BufferPool:
         """Stop handing out buffers and free every free buffer the pool and the
         calling thread's cache hold. Buffers in use stay valid; each is freed, not
         reused, when its last view goes. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
+        with self._close_lock:  # two threads closing at once must not unregister twice
+            if self._closed:
+                return
+            self._closed = True
         # Sentinels route every request to a slow path that raises PoolClosed.
         self._min_size = -1
         self._max_size = -1

@@ -64,7 +64,6 @@ __all__ = ["LocalCache", "SizeClass", "flush_thread_cache"]
 # half of 1-3 entries would not amortise anything (the seed's MIN_TLS_BATCH_CAPACITY).
 MIN_BATCH_CAPACITY = 4
 
-_class_ids = itertools.count()
 # Every live class, so flush_thread_cache() can reach the caller's caches.
 _live_classes: weakref.WeakSet[SizeClass] = weakref.WeakSet()
 _live_lock = threading.Lock()
@@ -203,7 +202,6 @@ class SizeClass:
     __slots__ = (
         "size",
         "alignment",
-        "class_id",
         "cache_capacity",
         "shared",
         "local",
@@ -224,7 +222,6 @@ class SizeClass:
     ) -> None:
         self.size = size
         self.alignment = alignment
-        self.class_id = next(_class_ids)
         self.cache_capacity = cache_capacity
         self.shared = Shared(max_buffers, parallelism)
         self.local = threading.local()

@@ -62,6 +62,7 @@ from __future__ import annotations
 import builtins
 import ctypes
 import sys
+import threading
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 from ._errors import check_nonneg
@@ -85,6 +86,7 @@ _EXPORTED: Final = True
 # The memory of a detached IoBufMut/IoBuf: nothing, and nothing to write into.
 _DETACHED: Final = memoryview(bytearray(0))
 _NO_BYTES: Final = memoryview(b"")
+_export_lock = threading.Lock()
 
 
 def _export_del(self: Any) -> None:
@@ -167,8 +169,19 @@ class _Lease:
             return self.mv[start:end]
         exp = self.exp
         if exp is None:
-            exp = self.exp = _new_export(cls, self.mv)
+            exp = self._first_export(cls)
         return memoryview(exp).cast("B")[start:end]
+
+    def _first_export(self, cls: SizeClass) -> Any:
+        # IoBufs sharing this lease may live in several threads: two of them
+        # must never both create an exporter (the lease would arm only one, and
+        # the other's views would not pin the buffer). Once per lease, so a
+        # global lock costs nothing that matters.
+        with _export_lock:
+            exp = self.exp
+            if exp is None:
+                exp = self.exp = _new_export(cls, self.mv)
+            return exp
 
     def address(self) -> int:
         cls = self.cls
