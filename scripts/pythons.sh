@@ -38,9 +38,10 @@ interpreter() {
 
 mirror() {
   # The first Debian archive URI in the host's apt configuration (deb822 or one-line).
-  { awk '/^URIs:/ {print $2}' /etc/apt/sources.list.d/*.sources 2>/dev/null
-    awk '$1 == "deb" {print $2}' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null
-  } | grep -v -- '-security' | grep -m1 '/debian/\?$' | sed 's:/*$::'
+  # (Missing files are normal: each source is optional, hence the `|| true`s.)
+  { awk '/^URIs:/ {print $2}' /etc/apt/sources.list.d/*.sources 2>/dev/null || true
+    awk '$1 == "deb" {print $2}' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null || true
+  } | grep -v -- '-security' | grep -m1 '/debian/\?$' | sed 's:/*$::' || true
 }
 
 base_system() {
@@ -54,7 +55,7 @@ base_system() {
   printf 'deb %s trixie main\ndeb-src %s trixie main\n' "$url" "$url" > "$CHROOT/etc/apt/sources.list"
   cp -L /etc/resolv.conf "$CHROOT/etc/resolv.conf" 2>/dev/null || true
   in_chroot apt-get update -qq
-  in_chroot apt-get install -y -qq --no-install-recommends ca-certificates python3.13 python3.13-venv >/dev/null
+  in_chroot apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends ca-certificates python3.13 python3.13-venv >/dev/null
   # The host may reach package registries through its own certificate authorities.
   if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
     mkdir -p "$CHROOT/usr/local/share/ca-certificates"
@@ -69,7 +70,7 @@ free_threaded() {
     return
   fi
   log "building free-threaded CPython 3.13 from Debian's python3.13 source (a few minutes)"
-  in_chroot apt-get install -y -qq --no-install-recommends build-essential pkg-config xz-utils dpkg-dev \
+  in_chroot apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends build-essential pkg-config xz-utils dpkg-dev \
     libssl-dev libffi-dev zlib1g-dev libbz2-dev liblzma-dev libsqlite3-dev uuid-dev libreadline-dev \
     libncurses-dev libgdbm-dev libexpat1-dev >/dev/null
   in_chroot sh -ec "

@@ -523,6 +523,17 @@ class IoBufMut:
 
     __hash__ = None  # type: ignore[assignment]
 
+    def __buffer__(self, flags: int) -> memoryview:
+        """PEP 688 (Python >= 3.12): ``memoryview(b)``, ``sock.send(b)`` ... see the readable bytes.
+
+        The view is writable and, like :meth:`as_memoryview`, keeps pooled
+        memory out of the pool until it is released or dropped.
+        """
+        return self._export(self._pos, self._len)
+
+    def __release_buffer__(self, view: memoryview) -> None:
+        view.release()
+
     def __copy__(self) -> IoBufMut:
         """A growable heap copy of the readable bytes: a pooled buffer has one owner."""
         return IoBufMut(self._read_view())
@@ -725,6 +736,13 @@ class IoBuf:
         return _iobuf(self._mv, self._start, self._end, self._own)
 
     __copy__ = clone
+
+    def __buffer__(self, flags: int) -> memoryview:
+        """PEP 688 (Python >= 3.12): a read-only view of the bytes that pins pooled memory."""
+        return self.as_memoryview()
+
+    def __release_buffer__(self, view: memoryview) -> None:
+        view.release()
 
     def __deepcopy__(self, memo: dict[int, Any]) -> IoBuf:
         return IoBuf(bytes(self))
