@@ -6,7 +6,8 @@
 #
 # `run` copies the tracked and untracked-but-not-ignored files of this work tree
 # to /work/iobuf inside the chroot, installs iobuf with its dev extras into a
-# venv kept per interpreter (/opt/venv-<version>), and runs CMD there with that
+# venv kept per interpreter (/opt/venv-<version>) with its test extras, and runs
+# CMD there with that
 # venv first on PATH. The exit status is CMD's.
 #
 # Needs root and a Debian host whose apt sources reach a Debian mirror. The
@@ -106,9 +107,9 @@ run() {
   local stamp="$CHROOT$venv/.iobuf-deps"
   local want; want=$(sha256sum "$here/pyproject.toml" | cut -d' ' -f1)
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    log "installing iobuf[dev] into $venv"
+    log "installing iobuf[test] into $venv"
     in_chroot "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >&2
-    in_chroot "$venv/bin/python" -m pip install -q --disable-pip-version-check "/work/iobuf[dev]" >&2
+    in_chroot "$venv/bin/python" -m pip install -q --disable-pip-version-check "/work/iobuf[test]" >&2
     echo "$want" > "$stamp"
   fi
   # The tree changes between runs; reinstall the package itself only (fast, no deps).

@@ -130,3 +130,18 @@ def test_errors_name_the_parameter_and_value() -> None:
         BufferPool(config(PAGE, PAGE, 1)).try_alloc(True)
     with pytest.raises(ValueError, match=r"alignment must be a power of two, got 12"):
         IoBufMut.with_alignment(64, 12)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: BufferPool(config(PAGE, PAGE, 1)).alloc(2**63),
+        lambda: BufferPool(config(PAGE, PAGE, 1)).alloc_zeroed(2**64),
+        lambda: IoBufMut.with_capacity(2**63),
+        lambda: IoBufMut.with_alignment(10, 2**70),
+    ],
+)
+def test_sizes_beyond_the_address_space_are_value_errors(call: Any) -> None:
+    """Sizes above sys.maxsize are a ValueError, never an OverflowError from deep inside."""
+    with pytest.raises(ValueError, match=r"sys\.maxsize"):
+        call()

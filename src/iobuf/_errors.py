@@ -10,6 +10,8 @@ Thread safety: stateless; safe from any thread.
 
 from __future__ import annotations
 
+import sys
+
 __all__ = [
     "Exhausted",
     "Oversized",
@@ -59,10 +61,12 @@ def check_size(name: str, value: object) -> int:
 
 
 def check_nonneg(name: str, value: object) -> int:
-    """An ``int`` >= 0, else ``TypeError``/``ValueError`` naming ``name``."""
+    """An ``int`` in ``[0, sys.maxsize]``, else ``TypeError``/``ValueError`` naming ``name``."""
     n = check_size(name, value)
     if n < 0:
         raise ValueError(f"{name} must be >= 0, got {n}")
+    if n > sys.maxsize:
+        raise ValueError(f"{name} must be <= sys.maxsize, got {n}")
     return n
 
 
@@ -71,4 +75,6 @@ def check_positive(name: str, value: object) -> int:
     n = check_size(name, value)
     if n < 1:
         raise ValueError(f"{name} must be >= 1, got {n}")
+    if n > sys.maxsize:
+        raise ValueError(f"{name} must be <= sys.maxsize, got {n}")
     return n

@@ -53,7 +53,7 @@ class OversizedCounter:
 
     def __init__(self) -> None:
         self.value = 0
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: signal handlers may allocate
 
     def inc(self) -> None:
         with self._lock:

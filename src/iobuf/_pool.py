@@ -23,6 +23,7 @@ that is freed (not reused) when dropped.
 from __future__ import annotations
 
 import ctypes
+import sys
 import threading
 from dataclasses import dataclass
 from types import TracebackType
@@ -31,10 +32,11 @@ from typing import Any
 from ._config import BufferPoolConfig
 from ._errors import Exhausted, Oversized, PoolClosed, check_size
 from ._metrics import OversizedCounter, PoolCollector, check_namespace
-from ._size_class import SizeClass
+from ._size_class import FREE_REFS, LocalCache, SizeClass
 from ._views import IoBufMut
 
 _new = object.__new__
+_getrefcount = sys.getrefcount
 
 __all__ = ["BufferPool", "PoolStats", "SizeClassStats"]
 
@@ -181,8 +183,9 @@ class BufferPool:
         except AttributeError:
             cache = cls.init_cache()
         mv = cache.pop() if cache else cls.refill(cache)
-        if mv is None:
-            raise self._exhausted()
+        # Exhausted, or still reachable from somewhere (never hand that out).
+        if mv is None or _getrefcount(mv) > FREE_REFS:
+            mv = self._take_slow(cls, mv, cache)
         buf = _new(IoBufMut)
         buf._mv = mv
         buf._pos = 0
@@ -260,6 +263,13 @@ class BufferPool:
             return PoolClosed()
         self._oversized_count.inc()
         return Oversized()
+
+    def _take_slow(self, cls: SizeClass, mv: memoryview | None, cache: LocalCache) -> memoryview:
+        if mv is not None:
+            mv = cls.set_aside(mv, cache)
+        if mv is None:
+            raise self._exhausted()
+        return mv
 
     def _exhausted(self) -> PoolClosed | Exhausted:
         # The size class counted it (under its lock) when creation was refused.

@@ -51,6 +51,7 @@ with the class.
 from __future__ import annotations
 
 import itertools
+import sys
 import threading
 import weakref
 from typing import Any
@@ -67,8 +68,25 @@ MIN_BATCH_CAPACITY = 4
 # Every live class, so flush_thread_cache() can reach the caller's caches.
 _live_classes: weakref.WeakSet[SizeClass] = weakref.WeakSet()
 _live_lock = threading.Lock()
+# Home stripes are only a starting hint, so a duplicate id (possible if two
+# threads race next() on a free-threaded build) is harmless; no lock, because
+# this runs on return paths that finalizers and signal handlers reach.
 _thread_ids = itertools.count()
-_thread_id_lock = threading.Lock()
+_getrefcount = sys.getrefcount
+
+
+def _calibrate_free_refs() -> int:
+    """What ``sys.getrefcount`` says of a buffer just popped into a local, and held by nothing else."""
+    cache = [memoryview(b"")]
+    mv = cache.pop()
+    return _getrefcount(mv)
+
+
+# Every path that hands a buffer out checks it against this right after the pop
+# (same code shape): more references mean something still reaches the memory
+# (a resurrected view, a debugging gc.garbage, a duplicated return...), and the
+# buffer is set aside instead of being handed out.
+FREE_REFS = _calibrate_free_refs()
 
 
 def _stripe_count(capacity: int, parallelism: int) -> int:
@@ -125,7 +143,8 @@ class Shared:
         self.max_buffers = max_buffers
         self.created = 0
         self.exhausted = 0
-        self._lock = threading.Lock()
+        # Re-entrant: a signal handler may allocate while this thread holds it.
+        self._lock = threading.RLock()
 
     def __len__(self) -> int:
         return sum(len(s) for s in self.stripes)
@@ -192,8 +211,18 @@ class Shared:
 
 
 def _new_home() -> int:
-    with _thread_id_lock:
-        return next(_thread_ids)
+    return next(_thread_ids)
+
+
+def _thread_is_finishing() -> bool:
+    """True while a thread started by ``threading`` is tearing down its state.
+
+    ``threading`` forgets a thread (``_active``) before CPython clears the
+    thread's locals; a buffer returned from that teardown (say, held in the
+    user's own ``threading.local``) must not start a cache nobody will flush.
+    """
+    active = getattr(threading, "_active", None)
+    return active is not None and threading.get_ident() not in active
 
 
 class SizeClass:
@@ -207,6 +236,7 @@ class SizeClass:
         "local",
         "export_type",
         "addresses",
+        "suspects",
         "__weakref__",
     )
 
@@ -229,6 +259,8 @@ class SizeClass:
         # id(mv) -> base address, for exporters and ``address``; entries live
         # exactly as long as the buffer is tracked by this class.
         self.addresses: dict[int, int] = {}
+        # Buffers something still referenced when they were about to be handed out.
+        self.suspects: list[memoryview] = []
         with _live_lock:
             _live_classes.add(self)
         if prefill:
@@ -250,6 +282,9 @@ class SizeClass:
         try:
             cache: LocalCache = self.local.cache
         except AttributeError:
+            if _thread_is_finishing():
+                self.shared.put(mv, 0)
+                return
             cache = self.init_cache()
         if len(cache) < self.cache_capacity:
             cache.append(mv)
@@ -264,6 +299,8 @@ class SizeClass:
         return cache
 
     def refill(self, cache: LocalCache) -> memoryview | None:
+        if self.suspects:
+            self.reclaim_suspects()
         shared = self.shared
         capacity = self.cache_capacity
         if capacity < MIN_BATCH_CAPACITY:
@@ -289,6 +326,31 @@ class SizeClass:
         except BaseException:
             shared.unreserve()
             raise
+
+    def set_aside(self, mv: memoryview, cache: LocalCache) -> memoryview | None:
+        """``mv`` is still referenced elsewhere: keep it out of use, return one that is free."""
+        self.suspects.append(mv)
+        del mv
+        while True:
+            candidate = cache.pop() if cache else self.refill(cache)
+            if candidate is None or _getrefcount(candidate) <= FREE_REFS:
+                return candidate
+            self.suspects.append(candidate)
+
+    def reclaim_suspects(self) -> None:
+        """Park every set-aside buffer that nothing references any more."""
+        suspects = self.suspects
+        still: list[memoryview] = []
+        for _ in range(len(suspects)):
+            try:
+                mv = suspects.pop()
+            except IndexError:
+                break
+            if _getrefcount(mv) <= FREE_REFS:
+                self.shared.put(mv, 0)
+            else:
+                still.append(mv)
+        suspects.extend(still)
 
     def give_back_full(self, cache: LocalCache, mv: memoryview) -> None:
         """Return ``mv`` when the cache is full (or the class closed): spill or drop."""
@@ -324,6 +386,8 @@ class SizeClass:
         self.cache_capacity = -1
         cache: LocalCache | None = getattr(self.local, "cache", None)
         dropped = shared.drain()
+        dropped += self.suspects
+        self.suspects.clear()
         if cache is not None:
             dropped += cache
             del cache[:]

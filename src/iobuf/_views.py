@@ -86,7 +86,8 @@ _EXPORTED: Final = True
 # The memory of a detached IoBufMut/IoBuf: nothing, and nothing to write into.
 _DETACHED: Final = memoryview(bytearray(0))
 _NO_BYTES: Final = memoryview(b"")
-_export_lock = threading.Lock()
+# Re-entrant: a signal handler may take a first view while this thread holds it.
+_export_lock = threading.RLock()
 
 
 def _export_del(self: Any) -> None:
@@ -178,9 +179,12 @@ class _Lease:
         # the other's views would not pin the buffer). Once per lease, so a
         # global lock costs nothing that matters.
         with _export_lock:
+            fresh = _new_export(cls, self.mv)
+            # Check after creating: a handler re-entering for this very lease may
+            # have installed one meanwhile; then ours is dropped unused.
             exp = self.exp
             if exp is None:
-                exp = self.exp = _new_export(cls, self.mv)
+                exp = self.exp = fresh
             return exp
 
     def address(self) -> int:
@@ -191,6 +195,7 @@ class _Lease:
         try:
             cls = self.cls
             if cls is not None:
+                self.cls = None  # idempotent
                 _release(cls, self.mv, self.exp)
         except Exception:
             pass
@@ -259,6 +264,8 @@ class IoBufMut:
     _grow: bool
 
     def __init__(self, data: BytesLike = b"") -> None:
+        if getattr(self, "_cls", None) is not None or hasattr(self, "_mv"):
+            raise TypeError("IoBufMut.__init__ cannot re-initialise an existing buffer")
         src = _as_bytes(data, "data")
         self._cls = None
         self._aux = None
@@ -365,8 +372,15 @@ class IoBufMut:
         aux = self._aux
         if type(aux) is _Lease:
             return aux
-        lease = self._aux = _Lease(self._cls, self._mv, aux, self._grow)
+        # Ownership moves in plain attribute stores, giving up before taking:
+        # an exception (say from a signal handler) in between can at worst
+        # leak the buffer, never leave two owners that both return it.
+        lease = _Lease(None, self._mv, None, self._grow)
+        self._aux = lease
+        cls = self._cls
         self._cls = None
+        lease.exp = aux
+        lease.cls = cls
         return lease
 
     def _detach(self, growable: bool) -> None:
@@ -557,6 +571,7 @@ class IoBufMut:
             cls = self._cls
             if cls is None:
                 return
+            self._cls = None  # a second __del__ call must not return the buffer twice
             aux = self._aux
             if aux is None:
                 try:
@@ -771,15 +786,17 @@ class IoBuf:
         own = self._own
         if own.exp is not None and own.cls is None:
             return None  # untracked memory that handed out views: refuse conservatively
+        # Give up before taking (see IoBufMut._share): never two owners at once.
+        cls, exp = own.cls, own.exp
+        own.cls = None
+        own.exp = None
         b = _new(IoBufMut)
         b._mv = own.mv
         b._pos = self._start
         b._len = self._end
-        b._cls = own.cls
-        b._aux = own.exp
+        b._aux = exp
         b._grow = own.grow
-        own.cls = None
-        own.exp = None
+        b._cls = cls
         self._set_detached()
         return b
 

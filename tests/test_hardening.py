@@ -1,0 +1,131 @@
+"""Regressions from an adversarial review: ways a buffer could be stranded or handed out twice."""
+
+from __future__ import annotations
+
+import gc
+import threading
+
+import pytest
+
+from iobuf import BufferPool, BufferPoolConfig, flush_thread_cache
+
+
+def network_pool(per_class: int = 8) -> BufferPool:
+    return BufferPool(BufferPoolConfig.for_network().with_max_per_class(per_class))
+
+
+def test_buffer_in_a_user_thread_local_is_not_stranded_at_thread_exit() -> None:
+    """A buffer kept in the user's threading.local returns to the shared list when the thread ends."""
+    pool = network_pool(8)
+    tl = threading.local()
+
+    def worker() -> None:
+        tl.buf = pool.alloc(4096)  # the class cache exists before the user's local entry
+
+    for _ in range(10):
+        t = threading.Thread(target=worker)
+        t.start()
+        t.join()
+    gc.collect()
+    flush_thread_cache()
+    stats = pool.stats().for_size(4096)
+    assert stats.global_free + stats.local_free == stats.created
+    assert pool.try_alloc(4096).is_pooled
+
+
+def test_a_view_resurrected_by_a_generator_finally_keeps_its_bytes() -> None:
+    """Cyclic garbage whose finalizer saves a view: the memory is not handed out again."""
+    pool = network_pool(8)
+    log: list[memoryview] = []
+
+    def frames(buf: object) -> object:
+        view = buf.as_memoryview()  # type: ignore[attr-defined]
+        try:
+            yield view[:4]
+        finally:
+            log.append(view)
+
+    class Conn:
+        pass
+
+    conn = Conn()
+    conn.me = conn  # type: ignore[attr-defined]
+    buf = pool.alloc(4096)
+    buf.put_slice(b"AAAA")
+    conn.gen = frames(buf)  # type: ignore[attr-defined]
+    next(conn.gen)  # type: ignore[attr-defined]
+    del buf, conn
+    gc.collect()
+    assert bytes(log[0]) == b"AAAA"
+    others = [pool.alloc(4096) for _ in range(3)]
+    for other in others:
+        other.put_slice(b"BBBB")
+    assert bytes(log[0]) == b"AAAA"
+    log.clear()
+    del others
+    assert pool.try_alloc(4096).is_pooled
+
+
+def test_gc_debug_saveall_cannot_make_the_pool_reissue_saved_memory() -> None:
+    """With gc.DEBUG_SAVEALL the garbage stays reachable, so its memory stays out of the pool."""
+    pool = network_pool(8)
+
+    class Node:
+        pass
+
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        node = Node()
+        node.me = node  # type: ignore[attr-defined]
+        buf = pool.alloc(4096)
+        buf.put_slice(b"A" * 8)
+        node.view = buf.as_memoryview()  # type: ignore[attr-defined]
+        del buf, node
+        gc.collect()
+        view = next(o for o in gc.garbage if type(o) is memoryview and len(o) == 8)
+        fresh = [pool.alloc(4096) for _ in range(3)]
+        for f in fresh:
+            f.put_slice(b"B" * 8)
+        assert bytes(view) == b"A" * 8
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+
+
+def test_calling_del_twice_does_not_return_a_buffer_twice() -> None:
+    """Explicit __del__ calls are idempotent; two live buffers never share memory."""
+    pool = network_pool(8)
+    a = pool.alloc(4096)
+    a.__del__()
+    a.__del__()
+    b, c = pool.alloc(4096), pool.alloc(4096)
+    assert len({a.address, b.address, c.address}) == 3 or a.address not in (b.address, c.address)
+    assert b.address != c.address
+
+
+def test_reinitialising_a_buffer_is_refused() -> None:
+    """__init__ on a live buffer would abandon its memory, so it raises TypeError."""
+    pool = network_pool(8)
+    buf = pool.alloc(4096)
+    with pytest.raises(TypeError, match="re-initialise"):
+        buf.__init__(b"hi")  # type: ignore[misc]
+    assert buf.is_pooled
+
+
+def test_a_buffer_listed_twice_is_never_handed_out_twice() -> None:
+    """If a bug ever returned one buffer while it was still owned, the allocation gate refuses it."""
+    pool = BufferPool(BufferPoolConfig(min_size=64, max_size=64, max_per_class=2, thread_cache_capacity=2))
+    cls = pool._classes[0]
+    buf = pool.try_alloc(64)
+    cls.give_back(buf._mv)  # the simulated bug: a return while `buf` still owns the memory
+    fresh = pool.try_alloc(64)
+    assert fresh.address != buf.address  # the listed buffer was set aside, a new one made
+    assert len(cls.suspects) == 1
+    buf._cls = None  # undo the simulated bug: `buf` no longer returns it
+    del buf, fresh
+    cls.reclaim_suspects()  # nothing references the set-aside buffer now
+    flush_thread_cache()
+    stats = pool.stats().classes[0]
+    assert (stats.created, stats.global_free + stats.local_free) == (2, 2)
+    assert cls.suspects == []
