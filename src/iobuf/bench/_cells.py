@@ -31,7 +31,7 @@ from .._memory import page_size
 from .._pool import BufferPool
 from .._views import IoBufMut
 
-__all__ = ["APPROACHES", "available_approaches", "run_cell"]
+__all__ = ["APPROACHES", "available_approaches", "calibrated_samples", "freelist_floor", "run_cell"]
 
 PAGE = page_size()
 Factory = Callable[[int, int], tuple[Callable[[], Any], Callable[[Any], Any]]]
@@ -113,7 +113,7 @@ class _FloorHandle:
         self.home.append(self.data)
 
 
-def _freelist_floor(size: int, threads: int) -> tuple[Callable[[], Any], Callable[[Any], Any]]:
+def freelist_floor(size: int, threads: int) -> tuple[Callable[[], Any], Callable[[Any], Any]]:
     free = [bytearray(size) for _ in range(4 * threads)]
     new = object.__new__
 
@@ -145,7 +145,7 @@ def _reuse_one(size: int, threads: int) -> tuple[Callable[[], Any], Callable[[An
 APPROACHES: dict[str, Factory] = {
     "pooled": _pooled,
     "direct": _direct,
-    "freelist_floor": _freelist_floor,
+    "freelist_floor": freelist_floor,
     "reuse_one": _reuse_one,
     "bytearray": _bytearray,
     "numpy_empty": _numpy(zeros=False),
@@ -266,6 +266,17 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
             return _run_single(steps[0], n)
         return _run_threads(steps, n, pattern == "staggered")
 
+    n, samples = calibrated_samples(run, target_ns, repeats)
+    return {**spec, "iterations": n, "samples_ns": samples}
+
+
+def calibrated_samples(
+    run: Callable[[int], float], target_ns: float, repeats: int
+) -> tuple[int, list[float]]:
+    """With gc off: find n so ``run(n)`` takes about ``target_ns``, then time ``repeats`` runs.
+
+    ``run(n)`` does n steps and returns ns per step.
+    """
     gc.collect()
     gc.disable()
     try:
@@ -273,7 +284,6 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
         while (per := run(n)) * n < target_ns / 8 and n < 1 << 26:
             n *= 2
         n = max(8, int(target_ns / max(per, 1.0)))
-        samples = [run(n) for _ in range(repeats)]
+        return n, [run(n) for _ in range(repeats)]
     finally:
         gc.enable()
-    return {**spec, "iterations": n, "samples_ns": samples}

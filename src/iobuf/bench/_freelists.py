@@ -8,7 +8,6 @@ occupancy stays constant. Batch 1 uses the single put/take operations.
 
 from __future__ import annotations
 
-import gc
 import queue
 import threading
 import time
@@ -16,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._size_class import Shared
+from ._cells import calibrated_samples
 
 __all__ = ["FREELISTS", "run_freelist_cell"]
 
@@ -129,14 +129,5 @@ def run_freelist_cell(spec: dict[str, Any]) -> dict[str, Any]:
             t.join()
         return (time.perf_counter_ns() - t0) / n
 
-    gc.collect()
-    gc.disable()
-    try:
-        n = 8
-        while (per := run(n)) * n < target_ns / 8 and n < 1 << 24:
-            n *= 2
-        n = max(8, int(target_ns / max(per, 1.0)))
-        samples = [run(n) for _ in range(repeats)]
-    finally:
-        gc.enable()
+    n, samples = calibrated_samples(run, target_ns, repeats)
     return {**spec, "iterations": n, "samples_ns": samples}

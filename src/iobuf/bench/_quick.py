@@ -28,32 +28,9 @@ from dataclasses import dataclass
 
 from .._config import BufferPoolConfig
 from .._pool import BufferPool
+from ._cells import freelist_floor
 
 __all__ = ["CycleResult", "format_table", "measure_cycles"]
-
-
-class _FreelistBuf:
-    """The floor's handle: owns one preallocated bytearray until dropped."""
-
-    __slots__ = ("data", "home")
-    data: bytearray
-    home: list[bytearray]
-
-    def __del__(self) -> None:
-        self.home.append(self.data)
-
-
-def _freelist_alloc(size: int, count: int) -> Callable[[], object]:
-    free = [bytearray(size) for _ in range(count)]
-    new = object.__new__
-
-    def alloc() -> object:
-        buf = new(_FreelistBuf)
-        buf.data = free.pop()
-        buf.home = free
-        return buf
-
-    return alloc
 
 
 def _loop(alloc: Callable[[], object], n: int) -> int:
@@ -85,7 +62,7 @@ def measure_cycles(
             pool = BufferPool(BufferPoolConfig(min_size=size, max_size=size, max_per_class=4, prefill=True))
             approaches: dict[str, Callable[[], object]] = {
                 "pooled": functools.partial(pool.try_alloc, size),
-                "freelist": _freelist_alloc(size, 4),
+                "freelist": freelist_floor(size, 1)[0],
                 "bytearray": functools.partial(bytearray, size),
             }
             counts = {}
