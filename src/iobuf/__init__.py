@@ -9,12 +9,14 @@ rule that never hands memory out again while anything can still reach it.
 from ._chain import IoBufs
 from ._config import BufferPoolConfig
 from ._errors import Exhausted, Oversized, PoolClosed, PoolError
+from ._io import IOV_MAX, pread_into_pool, pwrite_all, recv_exactly, recv_into_pool, send_all, write_all
 from ._memory import cache_line_size, page_size
 from ._pool import BufferPool, PoolStats, SizeClassStats
 from ._size_class import flush_thread_cache
 from ._views import IoBuf, IoBufMut
 
 __all__ = [
+    "IOV_MAX",
     "BufferPool",
     "BufferPoolConfig",
     "Exhausted",
@@ -29,4 +31,10 @@ __all__ = [
     "cache_line_size",
     "flush_thread_cache",
     "page_size",
+    "pread_into_pool",
+    "pwrite_all",
+    "recv_exactly",
+    "recv_into_pool",
+    "send_all",
+    "write_all",
 ]

@@ -1,0 +1,176 @@
+"""Vectored I/O helpers on real sockets and real files (on the project's disk)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from iobuf import (
+    IOV_MAX,
+    BufferPool,
+    BufferPoolConfig,
+    IoBuf,
+    IoBufMut,
+    IoBufs,
+    pread_into_pool,
+    pwrite_all,
+    recv_exactly,
+    recv_into_pool,
+    send_all,
+    write_all,
+)
+
+from .helpers import allocated
+
+
+@pytest.fixture
+def pool() -> BufferPool:
+    return BufferPool(BufferPoolConfig.for_network().with_max_per_class(64))
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    a, b = socket.socketpair()
+    with a, b:
+        yield a, b
+
+
+@pytest.fixture
+def disk_file() -> Iterator[Path]:
+    """A file in the repository's directory tree, so it is on the real disk (not tmpfs)."""
+    here = Path(__file__).resolve().parent
+    fd, name = tempfile.mkstemp(dir=here, prefix=".io-test-")
+    os.close(fd)
+    yield Path(name)
+    Path(name).unlink(missing_ok=True)
+
+
+def payload(n: int, seed: int = 0) -> bytes:
+    return bytes((i * 31 + seed) % 251 for i in range(n))
+
+
+def drain(sock: socket.socket, n: int, out: list[bytes]) -> None:
+    got = bytearray()
+    while len(got) < n:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    out.append(bytes(got))
+
+
+def test_send_all_survives_partial_sends(pool: BufferPool, pair: tuple[socket.socket, socket.socket]) -> None:
+    """8 MiB over a socketpair (far past its buffer) arrives whole, in order, from mixed chunks."""
+    a, b = pair
+    parts = [payload(1 << 20, s) for s in range(8)]
+    chain = IoBufs()
+    for i, p in enumerate(parts):
+        if i % 2:
+            buf = pool.alloc(len(p))
+            buf.put_slice(p)
+            chain.append(buf)
+        else:
+            chain.append(p)
+    got: list[bytes] = []
+    reader = threading.Thread(target=drain, args=(b, 8 << 20, got))
+    reader.start()
+    assert send_all(a, chain) == 8 << 20
+    reader.join()
+    assert got[0] == b"".join(parts)
+    assert len(chain) == 8 << 20  # the caller's chain is not consumed
+
+
+def test_more_chunks_than_iov_max(pool: BufferPool, pair: tuple[socket.socket, socket.socket]) -> None:
+    """A chain of 3 x IOV_MAX small chunks is sent in several vectored calls, byte for byte."""
+    a, b = pair
+    pieces = [bytes([i % 256]) * 7 for i in range(3 * IOV_MAX)]
+    got: list[bytes] = []
+    reader = threading.Thread(target=drain, args=(b, 7 * len(pieces), got))
+    reader.start()
+    send_all(a, IoBufs(pieces))
+    reader.join()
+    assert got[0] == b"".join(pieces)
+
+
+def test_recv_exactly_and_recv_into_pool(pool: BufferPool, pair: tuple[socket.socket, socket.socket]) -> None:
+    """Reads land in pooled buffers and come back frozen, exactly what was read; EOF is reported."""
+    a, b = pair
+    a.sendall(b"hello world")
+    head = recv_exactly(b, pool, 5)
+    assert head == b"hello" and head.is_pooled and isinstance(head, IoBuf)
+    rest = recv_into_pool(b, pool, 100)
+    assert rest == b" world" and rest.is_pooled
+    a.sendall(b"abc")
+    a.shutdown(socket.SHUT_WR)
+    with pytest.raises(EOFError, match="3 of 10"):
+        recv_exactly(b, pool, 10)
+    assert len(recv_into_pool(b, pool, 10)) == 0
+    del head, rest
+    assert allocated(pool, 1024) == 0
+
+
+def test_write_all_and_pwrite_all_on_a_real_file(pool: BufferPool, disk_file: Path) -> None:
+    """writev appends the whole chain; pwritev writes at an offset without moving the position."""
+    data = IoBufs([b"alpha-", IoBuf(b"beta-"), IoBufMut(b"gamma")])
+    with open(disk_file, "r+b", buffering=0) as f:
+        assert write_all(f, data) == 16
+        assert f.tell() == 16
+        assert pwrite_all(f.fileno(), b"XY", 6) == 2
+        assert f.tell() == 16
+        big = payload(3 << 20, 7)
+        assert pwrite_all(f, IoBufs([big[:1000], big[1000:]]), 16) == len(big)
+    content = disk_file.read_bytes()
+    assert content[:16] == b"alpha-XYta-gamma"
+    assert content[16:] == big
+
+
+def test_pread_into_pool_reads_exactly_or_to_eof(pool: BufferPool, disk_file: Path) -> None:
+    """preadv fills a pooled buffer at an offset; past EOF returns what exists."""
+    disk_file.write_bytes(payload(200_000, 3))
+    fd = os.open(disk_file, os.O_RDONLY)
+    try:
+        mid = pread_into_pool(fd, pool, 50_000, 100_000)
+        assert mid == payload(200_000, 3)[100_000:150_000] and mid.is_pooled
+        tail = pread_into_pool(fd, pool, 1000, 199_500)
+        assert tail == payload(200_000, 3)[199_500:]
+        assert len(pread_into_pool(fd, pool, 10, 300_000)) == 0
+    finally:
+        os.close(fd)
+
+
+def test_kernel_views_are_released_after_each_call(pool: BufferPool, disk_file: Path) -> None:
+    """Writing a pooled chunk pins it only during the call: afterwards it converts back to mutable."""
+    buf = pool.alloc(1024)
+    buf.put_slice(b"z" * 1024)
+    frozen = buf.freeze()
+    with open(disk_file, "wb", buffering=0) as f:
+        write_all(f, frozen)
+    back = frozen.try_into_mut()
+    assert back is not None and back.is_pooled
+
+
+@pytest.mark.parametrize(
+    ("call", "error"),
+    [
+        (lambda p, s: send_all("not a socket", b"x"), TypeError),  # type: ignore[arg-type]
+        (lambda p, s: write_all(-1, b"x"), ValueError),
+        (lambda p, s: write_all(3.5, b"x"), TypeError),
+        (lambda p, s: write_all(1, 42), TypeError),  # type: ignore[arg-type]
+        (lambda p, s: pwrite_all(1, b"x", -1), ValueError),
+        (lambda p, s: recv_exactly(s, p, -1), ValueError),
+        (lambda p, s: recv_into_pool(None, p, 1), TypeError),  # type: ignore[arg-type]
+        (lambda p, s: pread_into_pool(0, p, 1, True), TypeError),
+    ],
+)
+def test_bad_arguments(
+    pool: BufferPool, pair: tuple[socket.socket, socket.socket], call: object, error: type[Exception]
+) -> None:
+    """Wrong types and values are TypeError/ValueError before any I/O happens."""
+    with pytest.raises(error):
+        call(pool, pair[0])  # type: ignore[operator]
