@@ -100,8 +100,7 @@ def test_calling_del_twice_does_not_return_a_buffer_twice() -> None:
     a.__del__()
     a.__del__()
     b, c = pool.alloc(4096), pool.alloc(4096)
-    assert len({a.address, b.address, c.address}) == 3 or a.address not in (b.address, c.address)
-    assert b.address != c.address
+    assert len({a.address, b.address, c.address}) == 3
 
 
 def test_reinitialising_a_buffer_is_refused() -> None:
