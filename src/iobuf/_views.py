@@ -863,3 +863,30 @@ def _calibrate() -> tuple[int, int]:
 
 
 _LEASE_BASELINE, _EXPORT_BASELINE = _calibrate()
+
+
+# -- package-internal helpers for receive paths (asyncio adapter) ---------------
+
+
+def split_filled(buf: IoBufMut) -> IoBuf:
+    """Split ``buf``'s readable bytes off as an IoBuf sharing its memory; ``buf``
+    keeps its spare capacity and stays writable past them.
+
+    Unlike :meth:`IoBufMut.copy_to_bytes` this never detaches ``buf`` when it
+    takes everything, so a receive loop can keep filling one pooled buffer.
+    """
+    start, end = buf._pos, buf._len
+    if start == end:
+        return _empty_iobuf()
+    out = _iobuf(buf._mv, start, end, buf._share())
+    buf._pos = end
+    return out
+
+
+def join_adjacent(first: IoBuf, second: IoBuf) -> IoBuf | None:
+    """One IoBuf covering ``first`` then ``second`` if they are adjacent ranges of
+    one shared buffer (as :func:`split_filled` produces), else None. No copy."""
+    own = first._own
+    if own is None or own is not second._own or first._end != second._start:
+        return None
+    return _iobuf(first._mv, first._start, second._end, own)
