@@ -13,10 +13,12 @@ from ._io import IOV_MAX, pread_into_pool, pwrite_all, recv_exactly, recv_into_p
 from ._memory import cache_line_size, page_size
 from ._pool import BufferPool, PoolStats, SizeClassStats
 from ._size_class import flush_thread_cache
+from ._storage import STAGE_BYTES, BlockFile
 from ._views import IoBuf, IoBufMut
 
 __all__ = [
     "IOV_MAX",
+    "BlockFile",
     "BufferPool",
     "BufferPoolConfig",
     "Exhausted",
@@ -27,6 +29,7 @@ __all__ = [
     "PoolClosed",
     "PoolError",
     "PoolStats",
+    "STAGE_BYTES",
     "SizeClassStats",
     "cache_line_size",
     "flush_thread_cache",

@@ -1,0 +1,340 @@
+"""``BlockFile``: positional file I/O through pooled, page-aligned buffers.
+
+What it owns: opening a file with ``O_DIRECT`` when the filesystem and the
+pool allow it (falling back to ordinary buffered I/O, with the reason kept in
+:attr:`BlockFile.fallback_reason`), and reading/writing at offsets through
+buffers of one :class:`~iobuf.BufferPool`.
+
+Invariants:
+- ``direct`` never changes after opening. While it is true every offset and
+  every length passed in is a multiple of :attr:`BlockFile.block_size`
+  (checked before any system call, ``ValueError`` otherwise), and every buffer
+  given to the kernel starts on a ``block_size`` boundary and spans whole
+  blocks: pooled buffers of a page-aligned pool qualify as they are; any other
+  data is first copied into such buffers ("bounce" copies, at most
+  :data:`STAGE_BYTES` at a time).
+- ``read_at`` returns fewer bytes than asked only at end of file; ``write_at``
+  writes everything or raises ``OSError`` (partial writes are retried).
+- Reads land in buffers of the pool (``pool.alloc``: an exhausted or oversized
+  request gets an untracked buffer with the pool's alignment, so ``O_DIRECT``
+  rules still hold).
+
+Thread safety: positional I/O has no shared file position, so any number of
+threads may call ``read_at``/``write_at`` on one ``BlockFile`` at once
+(overlapping writes race as they would with ``os.pwrite``). ``close`` must not
+race other calls.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from typing import TYPE_CHECKING, Final, Literal
+
+from ._chain import IoBufs
+from ._errors import check_nonneg
+from ._io import pwrite_all
+from ._memory import page_size
+from ._pool import BufferPool
+from ._views import IoBuf, IoBufMut
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from ._views import BytesLike
+
+__all__ = ["STAGE_BYTES", "BlockFile"]
+
+#: Largest bounce copy ``write_at`` makes at once for unaligned data under ``O_DIRECT``.
+STAGE_BYTES: Final = 1 << 20
+
+_MODES: Final = {
+    "r": os.O_RDONLY,
+    "r+": os.O_RDWR,
+    "w+": os.O_RDWR | os.O_CREAT | os.O_TRUNC,
+    "x+": os.O_RDWR | os.O_CREAT | os.O_EXCL,
+}
+_O_DIRECT: Final = getattr(os, "O_DIRECT", 0)
+# errno values with which Linux filesystems refuse O_DIRECT at open().
+_REFUSED: Final = (errno.EINVAL, errno.EOPNOTSUPP)
+
+
+class BlockFile:
+    """A file read and written at byte offsets through one pool's aligned buffers.
+
+    ``mode`` is ``"r"`` (read only), ``"r+"`` (read and write an existing
+    file), ``"w+"`` (create or truncate) or ``"x+"`` (create; the file must
+    not exist). ``direct`` chooses ``O_DIRECT``: ``None`` (default) uses it
+    when possible and falls back to buffered I/O otherwise, ``True`` requires
+    it (``OSError`` if the filesystem refuses it, ``ValueError`` if the pool is
+    not aligned for it), ``False`` never uses it. Whether it is in effect is
+    :attr:`direct`; why not is :attr:`fallback_reason`.
+
+    With ``O_DIRECT`` in effect, offsets and lengths must be multiples of
+    :attr:`block_size` (the page size) and the pool's alignment must be at
+    least that, as in ``BufferPoolConfig.for_storage()``.
+
+    >>> import tempfile, os
+    >>> from iobuf import BufferPool, BufferPoolConfig
+    >>> pool = BufferPool(BufferPoolConfig.for_storage())
+    >>> path = os.path.join(tempfile.mkdtemp(), "data")
+    >>> with BlockFile(path, pool, mode="w+") as f:
+    ...     _ = f.write_at(0, b"x" * f.block_size)
+    ...     bytes(f.read_at(0, 4))
+    b'xxxx'
+    """
+
+    __slots__ = ("_fd", "_pool", "_direct", "_block", "_reason", "_path", "_mode")
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        pool: BufferPool,
+        *,
+        mode: Literal["r", "r+", "w+", "x+"] = "r",
+        direct: bool | None = None,
+    ) -> None:
+        self._fd = -1
+        if not isinstance(pool, BufferPool):
+            raise TypeError(f"pool must be a BufferPool, not {type(pool).__name__}")
+        if not isinstance(mode, str) or mode not in _MODES:
+            raise ValueError(f"mode must be one of {sorted(_MODES)}, got {mode!r}")
+        if direct is not None and not isinstance(direct, bool):
+            raise TypeError(f"direct must be True, False or None, not {type(direct).__name__}")
+        self._path = os.fspath(path)
+        self._pool = pool
+        self._mode = mode
+        block = page_size()
+        reason = _why_not_direct(direct, pool, block)
+        if direct is True and reason is not None:
+            raise ValueError(f"direct=True is impossible: {reason}")
+        flags = _MODES[mode] | getattr(os, "O_CLOEXEC", 0)
+        fd = -1
+        if reason is None:
+            try:
+                fd = os.open(self._path, flags | _O_DIRECT, 0o666)
+            except OSError as exc:
+                if direct is True or exc.errno not in _REFUSED:
+                    raise
+                reason = f"the filesystem refused O_DIRECT ({errno.errorcode.get(exc.errno, exc.errno)})"
+        if fd < 0:
+            fd = os.open(self._path, flags, 0o666)
+        self._fd = fd
+        self._reason = reason
+        self._direct = reason is None
+        self._block = block if self._direct else 1
+
+    # -- facts ------------------------------------------------------------------
+
+    @property
+    def direct(self) -> bool:
+        """Whether ``O_DIRECT`` is in effect (reads and writes bypass the page cache)."""
+        return self._direct
+
+    @property
+    def fallback_reason(self) -> str | None:
+        """Why buffered I/O is used instead of ``O_DIRECT``; None when it is direct."""
+        return self._reason
+
+    @property
+    def block_size(self) -> int:
+        """The unit offsets and lengths must be multiples of: the page size when
+        direct, 1 otherwise."""
+        return self._block
+
+    @property
+    def pool(self) -> BufferPool:
+        return self._pool
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    @property
+    def closed(self) -> bool:
+        return self._fd < 0
+
+    def fileno(self) -> int:
+        return self._checked_fd()
+
+    def size(self) -> int:
+        """The file's current size in bytes."""
+        return os.fstat(self._checked_fd()).st_size
+
+    # -- I/O ---------------------------------------------------------------------
+
+    def read_at(self, offset: int, n: int) -> IoBuf:
+        """Read ``n`` bytes at ``offset`` into one pooled buffer, frozen.
+
+        Fewer bytes come back only at end of file (an empty IoBuf past it).
+        """
+        fd = self._checked_fd()
+        position = check_nonneg("offset", offset)
+        want = check_nonneg("n", n)
+        block = self._block
+        if block > 1:
+            self._check_aligned(position, want)
+        buf = self._pool.alloc(max(want, block))
+        got_total = 0
+        while got_total < want:
+            spare = buf.spare_capacity()
+            try:
+                got = os.preadv(fd, [spare[: want - got_total]], position)
+            finally:
+                spare.release()
+            if got == 0:
+                break
+            buf.advance_mut(got)
+            got_total += got
+            position += got
+            if got % block:  # a direct read ends mid-block only at end of file
+                break
+        return buf.freeze()
+
+    def readinto_at(self, buf: IoBufMut, offset: int) -> int:
+        """Fill ``buf``'s spare capacity from ``offset``; returns the bytes read (0 at end of file).
+
+        Under ``O_DIRECT`` the spare capacity must start on a block boundary
+        and a whole number of blocks are read (the remainder is left alone).
+        """
+        if not isinstance(buf, IoBufMut):
+            raise TypeError(f"buf must be an IoBufMut, not {type(buf).__name__}")
+        fd = self._checked_fd()
+        position = check_nonneg("offset", offset)
+        block = self._block
+        spare = buf.spare_capacity()
+        try:
+            want = len(spare)
+            if block > 1:
+                want -= want % block
+                self._check_aligned(position, want)
+                if (buf.address + len(buf)) % block:
+                    raise ValueError(
+                        f"the spare capacity of buf does not start on a {block}-byte boundary (O_DIRECT)"
+                    )
+            got_total = 0
+            while got_total < want:
+                got = os.preadv(fd, [spare[got_total:want]], position)
+                if got == 0:
+                    break
+                got_total += got
+                position += got
+                if got % block:
+                    break
+        finally:
+            spare.release()
+        buf.advance_mut(got_total)
+        return got_total
+
+    def write_at(self, offset: int, data: IoBufs | BytesLike) -> int:
+        """Write all of ``data`` at ``offset``; returns the number of bytes written.
+
+        Under ``O_DIRECT``, chunks that are block-aligned pooled memory go to
+        the kernel as they are; anything else is copied through pooled aligned
+        buffers first.
+        """
+        fd = self._checked_fd()
+        position = check_nonneg("offset", offset)
+        if self._block == 1:
+            return pwrite_all(fd, data, position)
+        chain = data.clone() if isinstance(data, IoBufs) else IoBufs([data])
+        total = len(chain)
+        self._check_aligned(position, total)
+        block = self._block
+        if all(c.address % block == 0 and len(c) % block == 0 for c in chain._chunks):
+            return pwrite_all(fd, chain, position)
+        return self._write_staged(fd, chain, position, total)
+
+    def _write_staged(self, fd: int, chain: IoBufs, position: int, total: int) -> int:
+        stage = self._pool.alloc(min(total, STAGE_BYTES))
+        room = min(stage.capacity, STAGE_BYTES)
+        room -= room % self._block
+        while chain:
+            stage.clear()
+            for chunk in chain.split_to(min(room, len(chain))).chunks():
+                stage.put_slice(chunk)
+            view = stage.as_memoryview()
+            try:
+                done = 0
+                while done < len(view):
+                    done += os.pwritev(fd, [view[done:]], position + done)
+            finally:
+                view.release()
+            position += done
+        return total
+
+    def truncate(self, size: int) -> None:
+        """Set the file's size (must be block-aligned under ``O_DIRECT``)."""
+        fd = self._checked_fd()
+        length = check_nonneg("size", size)
+        if self._block > 1 and length % self._block:
+            raise ValueError(f"size {length} is not a multiple of the block size {self._block} (O_DIRECT)")
+        os.ftruncate(fd, length)
+
+    def sync(self) -> None:
+        """``fsync`` the file (data and metadata)."""
+        os.fsync(self._checked_fd())
+
+    def close(self) -> None:
+        """Close the file; further calls raise ``ValueError``. Idempotent."""
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    # -- helpers -------------------------------------------------------------------
+
+    def _checked_fd(self) -> int:
+        fd = self._fd
+        if fd < 0:
+            raise ValueError("I/O operation on a closed BlockFile")
+        return fd
+
+    def _check_aligned(self, offset: int, length: int) -> None:
+        block = self._block
+        if offset % block:
+            raise ValueError(
+                f"offset {offset} is not a multiple of the block size {block} (O_DIRECT); "
+                "align it or open with direct=False"
+            )
+        if length % block:
+            raise ValueError(
+                f"length {length} is not a multiple of the block size {block} (O_DIRECT); "
+                "pad it or open with direct=False"
+            )
+
+    # -- protocols -------------------------------------------------------------------
+
+    def __enter__(self) -> BlockFile:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        state = "closed" if self._fd < 0 else ("direct" if self._direct else "buffered")
+        return f"BlockFile({self._path!r}, mode={self._mode!r}, {state}, block_size={self._block})"
+
+
+def _why_not_direct(direct: bool | None, pool: BufferPool, block: int) -> str | None:
+    """None if O_DIRECT should be tried, else why it is not."""
+    if direct is False:
+        return "direct=False was asked for"
+    if not _O_DIRECT:
+        return "this platform has no O_DIRECT"
+    if pool.config.alignment < block:
+        return (
+            f"the pool's alignment ({pool.config.alignment}) is below the block size ({block}); "
+            "use BufferPoolConfig.for_storage() or with_alignment(page_size())"
+        )
+    return None

@@ -1,0 +1,269 @@
+"""BlockFile on real files: O_DIRECT on the project's disk, buffered fallback elsewhere."""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import subprocess
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from iobuf import STAGE_BYTES, BlockFile, BufferPool, BufferPoolConfig, IoBuf, IoBufMut, IoBufs, page_size
+
+from .helpers import allocated
+
+PAGE = page_size()
+
+
+@pytest.fixture
+def pool() -> BufferPool:
+    return BufferPool(BufferPoolConfig.for_storage())
+
+
+@pytest.fixture
+def disk_dir() -> Iterator[Path]:
+    """A directory inside the repository, so files live on the project's real disk."""
+    here = Path(__file__).resolve().parent
+    path = Path(tempfile.mkdtemp(dir=here, prefix=".storage-test-"))
+    yield path
+    for child in path.iterdir():
+        child.unlink()
+    path.rmdir()
+
+
+def accepts_o_direct(directory: Path) -> bool:
+    probe = directory / ".probe"
+    try:
+        fd = os.open(probe, os.O_RDWR | os.O_CREAT | os.O_DIRECT, 0o600)
+    except OSError as exc:
+        if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP):
+            return False
+        raise
+    os.close(fd)
+    probe.unlink()
+    return True
+
+
+@pytest.fixture
+def direct_dir(disk_dir: Path) -> Path:
+    if not accepts_o_direct(disk_dir):
+        pytest.skip(f"the filesystem under {disk_dir} refuses O_DIRECT")
+    return disk_dir
+
+
+@pytest.fixture
+def ramfs_dir() -> Iterator[Path]:
+    """A freshly mounted ramfs, a filesystem that refuses O_DIRECT (needs root)."""
+    path = Path(tempfile.mkdtemp(prefix="iobuf-ramfs-"))
+    done = subprocess.run(["mount", "-t", "ramfs", "ramfs", str(path)], capture_output=True, text=True)
+    if done.returncode != 0:
+        path.rmdir()
+        pytest.skip(f"cannot mount a ramfs here: {done.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+        path.rmdir()
+
+
+def pattern(n: int, seed: int) -> bytes:
+    return random.Random(seed).randbytes(n)
+
+
+def whole_file(path: Path) -> bytes:
+    return path.read_bytes()
+
+
+# -- O_DIRECT on the project's disk ------------------------------------------------
+
+
+def test_direct_round_trip_through_every_write_path(pool: BufferPool, direct_dir: Path) -> None:
+    path = direct_dir / "data"
+    with BlockFile(path, pool, mode="w+") as f:
+        assert f.direct and f.fallback_reason is None and f.block_size == PAGE
+        # 1. A pooled, aligned buffer: goes to the kernel as it is.
+        aligned = pool.alloc(4 * PAGE)
+        aligned.put_slice(pattern(4 * PAGE, 1))
+        first = aligned.freeze()
+        assert f.write_at(0, first) == 4 * PAGE
+        # 2. Plain bytes, larger than one bounce buffer: copied through pooled buffers.
+        big = pattern(STAGE_BYTES * 2 + 3 * PAGE, 2)
+        assert f.write_at(4 * PAGE, big) == len(big)
+        # 3. A chain of unaligned pieces that add up to whole blocks.
+        pieces = [b"a" * 100, IoBuf(b"b" * (PAGE - 100)), bytearray(b"c" * (2 * PAGE))]
+        tail_at = 4 * PAGE + len(big)
+        assert f.write_at(tail_at, IoBufs(pieces)) == 3 * PAGE
+        # 4. A memoryview that starts one byte past an aligned address.
+        odd = bytearray(PAGE + 1)
+        odd[1:] = pattern(PAGE, 4)
+        assert f.write_at(tail_at + 3 * PAGE, memoryview(odd)[1:]) == PAGE
+        f.sync()
+        expected = bytes(first) + big + b"a" * 100 + b"b" * (PAGE - 100) + b"c" * (2 * PAGE) + bytes(odd[1:])
+        assert f.size() == len(expected)
+        for start in range(0, len(expected), 3 * PAGE):
+            got = f.read_at(start, 3 * PAGE)
+            assert got == expected[start : start + 3 * PAGE]
+            assert got.is_pooled and got.address % PAGE == 0
+    assert whole_file(path) == expected
+    del aligned, first, got
+    assert allocated(pool, 4 * PAGE) == 0  # every read and bounce buffer went back
+
+
+def test_direct_read_stops_at_end_of_file_even_mid_block(pool: BufferPool, direct_dir: Path) -> None:
+    path = direct_dir / "short"
+    data = pattern(2 * PAGE + 123, 7)
+    path.write_bytes(data)
+    with BlockFile(path, pool, mode="r") as f:
+        assert f.direct
+        assert f.read_at(0, 4 * PAGE) == data
+        assert f.read_at(2 * PAGE, PAGE) == data[2 * PAGE :]
+        empty = f.read_at(4 * PAGE, PAGE)
+        assert len(empty) == 0
+
+
+def test_direct_rules_are_checked_before_any_system_call(pool: BufferPool, direct_dir: Path) -> None:
+    path = direct_dir / "rules"
+    with BlockFile(path, pool, mode="w+") as f:
+        f.write_at(0, b"z" * PAGE)
+        with pytest.raises(ValueError, match="offset 1 is not a multiple"):
+            f.write_at(1, b"z" * PAGE)
+        with pytest.raises(ValueError, match="length 100 is not a multiple"):
+            f.write_at(0, b"y" * 100)
+        with pytest.raises(ValueError, match="offset 7 is not a multiple"):
+            f.read_at(7, PAGE)
+        with pytest.raises(ValueError, match="length 10 is not a multiple"):
+            f.read_at(0, 10)
+        with pytest.raises(ValueError, match="size 5 is not a multiple"):
+            f.truncate(5)
+        assert f.size() == PAGE
+    assert whole_file(path) == b"z" * PAGE
+
+
+def test_readinto_at_fills_whole_blocks_of_a_pooled_buffer(pool: BufferPool, direct_dir: Path) -> None:
+    path = direct_dir / "into"
+    data = pattern(3 * PAGE, 9)
+    path.write_bytes(data)
+    with BlockFile(path, pool, mode="r") as f:
+        buf = pool.alloc(2 * PAGE)
+        assert f.readinto_at(buf, PAGE) == 2 * PAGE
+        assert buf == data[PAGE:]
+        unaligned = IoBufMut.with_alignment(2 * PAGE, PAGE)
+        unaligned.put_slice(b"x")
+        with pytest.raises(ValueError, match="boundary"):
+            f.readinto_at(unaligned, 0)
+        assert unaligned == b"x"
+
+
+def test_buffered_mode_accepts_any_offset_and_length(pool: BufferPool, disk_dir: Path) -> None:
+    path = disk_dir / "buffered"
+    with BlockFile(path, pool, mode="w+", direct=False) as f:
+        assert not f.direct and f.block_size == 1
+        assert f.fallback_reason == "direct=False was asked for"
+        f.write_at(3, b"hello")
+        f.write_at(100, IoBufs([b"wor", IoBuf(b"ld")]))
+        assert f.read_at(3, 5) == b"hello"
+        assert f.read_at(0, 200) == b"\0\0\0hello" + b"\0" * 92 + b"world"
+        buf = IoBufMut.with_capacity(4)
+        assert f.readinto_at(buf, 3) == 4
+        assert buf == b"hell"
+        f.truncate(8)
+        assert f.size() == 8
+
+
+# -- the fallback on filesystems that refuse O_DIRECT --------------------------------
+
+
+def test_ramfs_refuses_o_direct_and_the_file_falls_back(pool: BufferPool, ramfs_dir: Path) -> None:
+    path = ramfs_dir / "data"
+    with BlockFile(path, pool, mode="w+") as f:
+        assert not f.direct
+        assert f.fallback_reason is not None and "refused O_DIRECT" in f.fallback_reason
+        data = pattern(3 * PAGE + 17, 11)
+        assert f.write_at(5, data) == len(data)
+        assert f.read_at(5, len(data)) == data
+    with pytest.raises(OSError) as info:
+        BlockFile(path, pool, mode="r", direct=True)
+    assert info.value.errno == errno.EINVAL
+
+
+def test_proc_files_fall_back_to_buffered_reads(pool: BufferPool) -> None:
+    with BlockFile("/proc/self/status", pool) as f:
+        assert not f.direct and "EINVAL" in (f.fallback_reason or "")
+        assert bytes(f.read_at(0, 5)) == b"Name:"
+
+
+def test_a_pool_not_aligned_to_pages_cannot_do_o_direct(disk_dir: Path) -> None:
+    small = BufferPool(BufferPoolConfig.for_network().with_alignment(64))
+    path = disk_dir / "unaligned-pool"
+    with BlockFile(path, small, mode="w+") as f:
+        assert not f.direct
+        assert "alignment (64)" in (f.fallback_reason or "")
+    with pytest.raises(ValueError, match="direct=True is impossible"):
+        BlockFile(path, small, mode="r", direct=True)
+
+
+# -- threads, bad input, life cycle ------------------------------------------------------
+
+
+def test_threads_read_disjoint_blocks_at_once(pool: BufferPool, disk_dir: Path) -> None:
+    path = disk_dir / "shared"
+    blocks = 64
+    data = pattern(blocks * PAGE, 13)
+    path.write_bytes(data)
+    failures: list[str] = []
+    with BlockFile(path, pool, mode="r") as f:
+
+        def reader(me: int) -> None:
+            rng = random.Random(me)
+            for _ in range(200):
+                i = rng.randrange(blocks)
+                if f.read_at(i * PAGE, PAGE) != data[i * PAGE : (i + 1) * PAGE]:
+                    failures.append(f"thread {me} block {i}")
+
+        threads = [threading.Thread(target=reader, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert failures == []
+
+
+def test_bad_arguments_raise_clear_errors(pool: BufferPool, disk_dir: Path) -> None:
+    path = disk_dir / "bad"
+    with pytest.raises(TypeError, match="pool must be a BufferPool"):
+        BlockFile(path, object(), mode="w+")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="mode must be one of"):
+        BlockFile(path, pool, mode="a")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="direct must be"):
+        BlockFile(path, pool, mode="w+", direct=1)  # type: ignore[arg-type]
+    with pytest.raises(FileNotFoundError):
+        BlockFile(disk_dir / "missing", pool, mode="r")
+    f = BlockFile(path, pool, mode="w+")
+    with pytest.raises(FileExistsError):
+        BlockFile(path, pool, mode="x+")
+    with pytest.raises(ValueError, match="offset must be >= 0"):
+        f.read_at(-PAGE, PAGE)
+    with pytest.raises(TypeError):
+        f.read_at(0, "4096")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="buf must be an IoBufMut"):
+        f.readinto_at(bytearray(PAGE), 0)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        f.write_at(0, 12345)  # type: ignore[arg-type]
+    f.close()
+    f.close()
+    assert f.closed and "closed" in repr(f)
+    for call in (lambda: f.read_at(0, PAGE), lambda: f.write_at(0, b""), f.size, f.sync, f.fileno):
+        with pytest.raises(ValueError, match="closed BlockFile"):
+            call()
+
+
+def test_repr_and_facts(pool: BufferPool, disk_dir: Path) -> None:
+    path = disk_dir / "facts"
+    with BlockFile(path, pool, mode="w+", direct=False) as f:
+        assert f.pool is pool and f.path == str(path) and f.fileno() >= 0
+        assert repr(f) == f"BlockFile({str(path)!r}, mode='w+', buffered, block_size=1)"
