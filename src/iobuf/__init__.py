@@ -6,6 +6,7 @@ a per-thread cache in front of a bounded shared freelist per class, mutable
 rule that never hands memory out again while anything can still reach it.
 """
 
+from ._aio import PooledReader, PooledWriter, open_connection, start_server
 from ._chain import IoBufs
 from ._config import BufferPoolConfig
 from ._errors import Exhausted, Oversized, PoolClosed, PoolError
@@ -18,6 +19,7 @@ from ._views import IoBuf, IoBufMut
 
 __all__ = [
     "IOV_MAX",
+    "STAGE_BYTES",
     "BlockFile",
     "BufferPool",
     "BufferPoolConfig",
@@ -29,15 +31,18 @@ __all__ = [
     "PoolClosed",
     "PoolError",
     "PoolStats",
-    "STAGE_BYTES",
+    "PooledReader",
+    "PooledWriter",
     "SizeClassStats",
     "cache_line_size",
     "flush_thread_cache",
+    "open_connection",
     "page_size",
     "pread_into_pool",
     "pwrite_all",
     "recv_exactly",
     "recv_into_pool",
     "send_all",
+    "start_server",
     "write_all",
 ]

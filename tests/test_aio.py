@@ -1,0 +1,449 @@
+"""The asyncio adapter over real loopback TCP and socket pairs, on asyncio's loop and uvloop."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import random
+import socket
+import struct
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import iobuf
+from iobuf import BufferPool, BufferPoolConfig, IoBuf, IoBufMut, IoBufs, PooledReader, PooledWriter
+
+from .helpers import allocated
+
+T = TypeVar("T")
+
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - uvloop is in the dev extras
+    uvloop = None
+
+LOOPS = [
+    "asyncio",
+    pytest.param("uvloop", marks=pytest.mark.skipif(uvloop is None, reason="uvloop not installed")),
+]
+
+
+@pytest.fixture(params=LOOPS)
+def run(request: pytest.FixtureRequest) -> Callable[[Coroutine[Any, Any, T]], T]:
+    """Runs a coroutine on a fresh loop of the parametrized kind."""
+    if request.param == "uvloop":
+        assert uvloop is not None
+        return uvloop.run  # type: ignore[no-any-return]
+    return asyncio.run
+
+
+def network_pool(per_class: int = 64) -> BufferPool:
+    return BufferPool(BufferPoolConfig.for_network().with_max_per_class(per_class))
+
+
+def in_use(pool: BufferPool) -> int:
+    """Buffers of every class neither in the shared freelist nor this thread's cache."""
+    return sum(c.created - c.global_free - c.local_free for c in pool.stats().classes)
+
+
+async def pooled_pair(
+    pool: BufferPool, **kw: Any
+) -> tuple[PooledReader, PooledWriter, asyncio.StreamReader, asyncio.StreamWriter]:
+    """A PooledReader/Writer on one end of a loopback TCP connection, asyncio streams on the other."""
+    accepted: asyncio.Future[tuple[PooledReader, PooledWriter]] = asyncio.get_running_loop().create_future()
+
+    def on_client(reader: PooledReader, writer: PooledWriter) -> None:
+        accepted.set_result((reader, writer))
+
+    server = await iobuf.start_server(on_client, "127.0.0.1", 0, pool=pool, **kw)
+    port = server.sockets[0].getsockname()[1]
+    peer_reader, peer_writer = await asyncio.open_connection("127.0.0.1", port)
+    reader, writer = await accepted
+    server.close()
+    return reader, writer, peer_reader, peer_writer
+
+
+async def close(*writers: PooledWriter | asyncio.StreamWriter) -> None:
+    for w in writers:
+        w.close()
+    for w in writers:
+        try:
+            await w.wait_closed()
+        except ConnectionError:
+            pass
+
+
+def frames(seed: int, count: int, largest: int) -> list[bytes]:
+    rng = random.Random(seed)
+    return [rng.randbytes(rng.randrange(1, largest)) for _ in range(count)]
+
+
+# -- end to end --------------------------------------------------------------------------
+
+
+def test_length_prefixed_echo_over_loopback(run: Callable[[Awaitable[Any]], Any]) -> None:
+    pool = network_pool()
+    messages = frames(1, 300, 300_000)  # many straddle receive buffers, some exceed the pool
+
+    async def serve(reader: PooledReader, writer: PooledWriter) -> None:
+        while True:
+            try:
+                head = await reader.readexactly(4)
+            except asyncio.IncompleteReadError as e:
+                leftover = e.partial
+                break
+            body = await reader.readexactly(struct.unpack("!I", bytes(head))[0])
+            writer.write(IoBufs([head, body]))
+            await writer.drain()
+        writer.close()
+        assert leftover == b""  # the client's EOF came between messages
+
+    async def main() -> list[bytes]:
+        server = await iobuf.start_server(serve, "127.0.0.1", 0, pool=pool)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await iobuf.open_connection("127.0.0.1", port, pool=pool)
+
+        async def send() -> None:
+            for m in messages:
+                writer.write(struct.pack("!I", len(m)) + m)
+                await writer.drain()
+            writer.write_eof()
+
+        sender = asyncio.create_task(send())
+        echoed = []
+        for _ in messages:
+            size = struct.unpack("!I", bytes(await reader.readexactly(4)))[0]
+            echoed.append(bytes(await reader.readexactly(size)))
+        await sender
+        assert await reader.read() == b""  # the server closed after our EOF
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+        return echoed
+
+    assert run(main()) == messages
+    gc.collect()
+    assert in_use(pool) == 0  # every receive buffer went back
+
+
+def test_frames_received_into_one_buffer_come_back_without_copying(
+    run: Callable[[Awaitable[Any]], Any],
+) -> None:
+    pool = network_pool()
+
+    async def main() -> None:
+        reader, writer, _, peer = await pooled_pair(pool)
+        waiting = asyncio.create_task(reader.readexactly(4096))
+        await asyncio.sleep(0.01)  # the read waits before the bytes arrive
+        peer.write(b"x" * 4096)
+        frame = await waiting
+        assert frame == b"x" * 4096
+        assert frame.is_pooled  # the pooled receive buffer itself, not a copy
+        # Two frames that arrive together: both are slices of one buffer.
+        peer.write(b"a" * 1000 + b"b" * 1000)
+        first = await reader.readexactly(1000)
+        second = await reader.readexactly(1000)
+        assert (first, second) == (b"a" * 1000, b"b" * 1000)
+        assert first.is_pooled and second.is_pooled
+        assert second.address == first.address + 1000
+        await close(writer, peer)
+
+    run(main())
+
+
+def test_read_readline_readuntil_and_iteration(run: Callable[[Awaitable[Any]], Any]) -> None:
+    async def main() -> None:
+        reader, writer, _, peer = await pooled_pair(network_pool())
+        peer.write(b"one\ntwo\r\nthree--four")
+        assert await reader.readline() == b"one\n"
+        assert await reader.readuntil(b"\r\n") == b"two\r\n"
+        assert await reader.readuntil(b"--") == b"three--"
+        assert await reader.read(2) == b"fo"
+        assert await reader.read(0) == b""
+        peer.write(b"ur\nfive\nsix")
+        peer.write_eof()
+        lines = [bytes(line) async for line in reader]
+        assert lines == [b"urur\n", b"five\n", b"six"]  # "ur" was left from "four"
+        assert reader.at_eof()
+        assert await reader.read(10) == b""
+        await close(writer, peer)
+
+    run(main())
+
+
+def test_read_all_and_incomplete_reads(run: Callable[[Awaitable[Any]], Any]) -> None:
+    async def main() -> None:
+        reader, writer, _, peer = await pooled_pair(network_pool())
+        peer.write(b"partial")
+        peer.write_eof()
+        with pytest.raises(asyncio.IncompleteReadError) as info:
+            await reader.readexactly(100)
+        assert info.value.partial == b"partial" and info.value.expected == 100
+        assert await reader.read(-1) == b""
+        await close(writer, peer)
+
+        reader, writer, _, peer = await pooled_pair(network_pool())
+        body = random.Random(3).randbytes(500_000)
+        peer.write(body)
+        peer.write_eof()
+        assert await reader.read(-1) == body
+        await close(writer, peer)
+
+        reader, writer, _, peer = await pooled_pair(network_pool())
+        peer.write(b"no separator")
+        peer.write_eof()
+        with pytest.raises(asyncio.IncompleteReadError) as info2:
+            await reader.readuntil(b"!")
+        assert info2.value.partial == b"no separator"
+        await close(writer, peer)
+
+    run(main())
+
+
+def test_readuntil_limit(run: Callable[[Awaitable[Any]], Any]) -> None:
+    async def main() -> None:
+        reader, writer, _, peer = await pooled_pair(network_pool(), limit=16)
+        peer.write(b"0123456789abcdefghij\n")
+        with pytest.raises(asyncio.LimitOverrunError):
+            await reader.readuntil(b"\n")
+        # Nothing was consumed: the bytes can still be read.
+        assert await reader.readexactly(21) == b"0123456789abcdefghij\n"
+        peer.write(b"x" * 40)
+        with pytest.raises(asyncio.LimitOverrunError):
+            await reader.readuntil(b"\n")
+        assert reader.buffered == 40
+        await close(writer, peer)
+
+    run(main())
+
+
+# -- flow control ---------------------------------------------------------------------
+
+
+def test_high_water_pauses_reading_and_reads_resume_it(run: Callable[[Awaitable[Any]], Any]) -> None:
+    pool = network_pool()
+    body = random.Random(5).randbytes(4 << 20)
+
+    async def main() -> None:
+        reader, writer, _, peer = await pooled_pair(pool, chunk_size=16384, high_water=65536)
+        peer.write(body)
+        drained = asyncio.create_task(peer.drain())
+        for _ in range(200):
+            await asyncio.sleep(0.005)
+            if reader.reading_paused:
+                break
+        assert reader.reading_paused and not reader.starved
+        # Paused at the mark: at most one receive buffer beyond it.
+        assert 65536 <= reader.buffered <= 65536 + 16384
+        got = bytearray()
+        while len(got) < len(body):
+            got += bytes(await reader.read(1 << 20))
+        assert got == body
+        assert not reader.reading_paused
+        await drained
+        await close(writer, peer)
+
+    run(main())
+
+
+def test_an_exhausted_pool_pauses_reading_until_buffers_come_back(
+    run: Callable[[Awaitable[Any]], Any],
+) -> None:
+    pool = BufferPool(BufferPoolConfig.for_network().with_max_per_class(4).with_thread_cache_disabled())
+    chunk = 16384
+    body = random.Random(6).randbytes(1 << 20)
+
+    async def main() -> None:
+        reader, writer, _, peer = await pooled_pair(pool, chunk_size=chunk, high_water=1 << 30)
+        peer.write(body)
+        held: list[IoBuf] = []
+        got = bytearray()
+        # Hold on to what was read: the reader can only stall once all 4 buffers are out.
+        for _ in range(400):
+            if reader.starved:
+                break
+            if reader.buffered:
+                piece = await reader.read(1 << 20)
+                got += bytes(piece)
+                held.append(piece)
+            await asyncio.sleep(0.002)
+        assert reader.starved and reader.reading_paused
+        assert allocated(pool, chunk) == 4
+        # Bounded: the 4 pooled buffers plus one heap stand-in, nothing more.
+        assert len(got) + reader.buffered <= 5 * chunk
+        await asyncio.sleep(0.05)
+        assert len(got) + reader.buffered <= 5 * chunk  # still paused, still bounded
+        held.clear()  # the buffers go back; the retry timer notices
+        while len(got) < len(body):
+            got += bytes(await reader.read(1 << 20))
+        assert got == body
+        assert not reader.starved
+        await close(writer, peer)
+
+    run(main())
+
+
+def test_cancelling_a_waiting_read_loses_no_bytes(run: Callable[[Awaitable[Any]], Any]) -> None:
+    async def main() -> None:
+        reader, writer, _, peer = await pooled_pair(network_pool())
+        peer.write(b"abc")
+        task = asyncio.create_task(reader.readexactly(10))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        peer.write(b"defghij")
+        assert await reader.readexactly(10) == b"abcdefghij"
+        await close(writer, peer)
+
+    run(main())
+
+
+# -- writing ---------------------------------------------------------------------------
+
+
+def test_writer_sends_every_kind_of_buffer(run: Callable[[Awaitable[Any]], Any]) -> None:
+    pool = network_pool()
+
+    async def main() -> bytes:
+        _, writer, peer_reader, peer_writer = await pooled_pair(pool)
+        pooled = pool.alloc(5000)
+        pooled.put_slice(b"p" * 5000)
+        writer.write(pooled.freeze())
+        writer.write(IoBufs([b"chain-", IoBuf(b"of-"), bytearray(b"three")]))
+        writer.write(IoBufMut(b"|mut|"))
+        writer.writelines([b"a", b"b"])
+        writer.write(memoryview(b"view"))
+        # Far more than the socket buffers hold, while the peer is not reading.
+        big = random.Random(8).randbytes(8 << 20)
+        writer.write(big)
+        drain = asyncio.create_task(writer.drain())
+        await asyncio.sleep(0.01)
+        assert not drain.done()  # the transport's buffer is over its mark
+        received = await peer_reader.readexactly(5000 + 14 + 5 + 2 + 4 + len(big))
+        await drain
+        assert writer.can_write_eof()
+        writer.write_eof()
+        assert await peer_reader.read() == b""
+        assert writer.get_extra_info("peername") is not None and "PooledWriter" in repr(writer)
+        writer.close()
+        await writer.wait_closed()
+        assert writer.is_closing()
+        with pytest.raises(ConnectionResetError):
+            await writer.drain()
+        await close(peer_writer)
+        assert received[5025:] == big
+        return received[:5025]
+
+    assert run(main()) == b"p" * 5000 + b"chain-of-three|mut|abview"
+
+
+def test_a_reset_connection_raises_in_readers_and_drain(run: Callable[[Awaitable[Any]], Any]) -> None:
+    async def main() -> None:
+        reader, writer, _, peer = await pooled_pair(network_pool())
+        sock = peer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        peer.close()  # an RST, not a FIN
+        with pytest.raises((ConnectionResetError, asyncio.IncompleteReadError)):
+            await reader.readexactly(10)
+        with pytest.raises(ConnectionError):
+            await writer.drain()
+
+    run(main())
+
+
+# -- behaves like asyncio.StreamReader -------------------------------------------------
+
+Op = tuple[str, int]
+ops_strategy = st.lists(
+    st.one_of(
+        st.tuples(st.just("readexactly"), st.integers(0, 3000)),
+        st.tuples(st.just("read"), st.integers(-1, 3000)),
+        st.tuples(st.just("readuntil"), st.integers(0, 2)),
+        st.tuples(st.just("readline"), st.just(0)),
+    ),
+    max_size=12,
+)
+SEPARATORS = [b"\n", b"--", b"xyz"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    pieces=st.lists(st.binary(max_size=2000).map(lambda b: b.replace(b"\0", b"\n")), max_size=8),
+    ops=ops_strategy,
+)
+def test_same_results_as_streamreader(pieces: list[bytes], ops: list[Op]) -> None:
+    """Both readers get the same bytes on real socket pairs; every read gives the same result."""
+
+    async def outcome(kind: str) -> list[object]:
+        a, b = socket.socketpair()
+        if kind == "iobuf":
+            reader: Any
+            _, reader = await asyncio.get_running_loop().create_connection(
+                lambda: PooledReader(network_pool(), chunk_size=1024), sock=a
+            )
+        else:
+            reader, _ = await asyncio.open_connection(sock=a)
+        with b:
+            for piece in pieces:
+                b.sendall(piece)
+            b.shutdown(socket.SHUT_WR)
+            results: list[object] = []
+            for name, arg in ops:
+                try:
+                    if name == "readuntil":
+                        got = await reader.readuntil(SEPARATORS[arg])
+                    elif name == "readline":
+                        got = await reader.readline()
+                    else:
+                        got = await getattr(reader, name)(arg)
+                    results.append(bytes(got))
+                except asyncio.IncompleteReadError as e:
+                    results.append(("incomplete", bytes(e.partial), e.expected))
+        reader_transport = reader.transport if kind == "iobuf" else reader._transport
+        reader_transport.close()
+        await asyncio.sleep(0)
+        return results
+
+    assert asyncio.run(outcome("iobuf")) == asyncio.run(outcome("streamreader"))
+
+
+# -- bad input ---------------------------------------------------------------------------
+
+
+def test_bad_arguments() -> None:
+    pool = network_pool()
+    with pytest.raises(TypeError, match="pool must be a BufferPool"):
+        PooledReader(object())  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="chunk_size"):
+        PooledReader(pool, chunk_size=0)
+    with pytest.raises(ValueError, match="high_water"):
+        PooledReader(pool, high_water=-1)
+
+    async def main() -> None:
+        reader, writer, _, peer = await pooled_pair(pool)
+        with pytest.raises(ValueError, match="n must be >= 0"):
+            await reader.readexactly(-1)
+        with pytest.raises(TypeError):
+            await reader.readexactly("3")  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            await reader.read(1.5)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="separator"):
+            await reader.readuntil(b"")
+        with pytest.raises(TypeError, match="separator"):
+            await reader.readuntil("\n")  # type: ignore[arg-type]
+        first = asyncio.create_task(reader.readexactly(5))
+        await asyncio.sleep(0)
+        with pytest.raises(RuntimeError, match="already waiting"):
+            await reader.readexactly(5)
+        peer.write(b"12345")
+        assert await first == b"12345"
+        assert "PooledReader(buffered=0" in repr(reader)
+        await close(writer, peer)
+
+    asyncio.run(main())
