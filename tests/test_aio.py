@@ -151,6 +151,51 @@ def test_frames_received_into_one_buffer_come_back_without_copying(
         assert (first, second) == (b"a" * 1000, b"b" * 1000)
         assert first.is_pooled and second.is_pooled
         assert second.address == first.address + 1000
+        assert reader.copied_bytes == 0
+        await close(writer, peer)
+
+    run(main())
+
+
+def test_a_frame_straddling_two_receive_buffers_is_copied_once(run: Callable[[Awaitable[Any]], Any]) -> None:
+    pool = network_pool()
+
+    async def main() -> None:
+        reader, writer, _, peer = await pooled_pair(pool, chunk_size=2048)
+        body = random.Random(4).randbytes(3000)
+        peer.write(body)
+        for _ in range(100):  # nobody waits: the bytes fill 2 KiB buffers as they come
+            await asyncio.sleep(0.002)
+            if reader.buffered == 3000:
+                break
+        frame = await reader.readexactly(3000)
+        assert frame == body and frame.is_pooled  # copied into a 4 KiB buffer of the pool
+        assert reader.copied_bytes == 3000
+        await close(writer, peer)
+
+    run(main())
+
+
+def test_readexactly_chain_never_copies(run: Callable[[Awaitable[Any]], Any]) -> None:
+    pool = network_pool()
+
+    async def main() -> None:
+        reader, writer, _, peer = await pooled_pair(pool, chunk_size=2048)
+        assert reader.pool is pool and reader.transport is not None and reader.exception() is None
+        body = random.Random(9).randbytes(5000)
+        peer.write(body)
+        for _ in range(100):
+            await asyncio.sleep(0.002)
+            if reader.buffered == 5000:
+                break
+        chain = await reader.readexactly_chain(4500)
+        assert chain.chunk_count >= 3 and all(c.is_pooled for c in chain.chunks())
+        assert bytes(chain) == body[:4500] and reader.copied_bytes == 0
+        peer.write_eof()
+        with pytest.raises(asyncio.IncompleteReadError) as info:
+            await reader.readexactly_chain(1000)
+        assert info.value.partial == body[4500:]
+        assert reader.at_eof()
         await close(writer, peer)
 
     run(main())

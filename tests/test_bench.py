@@ -119,3 +119,44 @@ def test_inline_mode_prints_the_quick_table(
     monkeypatch.setattr(cli, "measure_cycles", one_small_size)
     assert cli.main(["--inline"]) == 0
     assert "pooled" in capsys.readouterr().out
+
+
+def test_end_to_end_suite_runs_small(tmp_path: Path) -> None:
+    """A small end-to-end run: every receiver and reader moves every byte and reports a rate."""
+    from iobuf.bench import _e2e
+
+    result = _e2e.run(
+        loopback_total=4 << 20,
+        frame=65536,
+        file_total=4 << 20,
+        block=1 << 20,
+        rounds=1,
+        directory=tmp_path,
+        log=lambda line: None,
+    )
+    assert set(result["loopback"]) == set(_e2e.loopback_receivers())
+    assert set(result["file"]) >= {"blockfile-buffered", "f.read", "readinto-bytearray"}
+    assert all(v > 0 for v in [*result["loopback"].values(), *result["file"].values()])
+    table = _e2e.render(result)
+    assert "| iobuf |" in table and "| f.read |" in table
+    assert isinstance(_e2e.target_met(result), bool)
+    assert list(tmp_path.iterdir()) == []  # the test file was removed
+
+
+def test_end_to_end_target_check_can_fail() -> None:
+    from iobuf.bench import _e2e
+
+    assert _e2e.target_met({"loopback": {"iobuf": 120.0, "streamreader": 100.0}})
+    assert not _e2e.target_met({"loopback": {"iobuf": 119.0, "streamreader": 100.0}})
+
+
+def test_end_to_end_command_writes_its_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m iobuf.bench --e2e --quick``: 64 MiB each way, one round, a table and a verdict."""
+    from iobuf.bench.__main__ import main
+
+    assert main(["--e2e", "--quick", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| streamreader |" in out and "| blockfile-buffered |" in out
+    assert "target: iobuf receiver >= 1.2x asyncio.StreamReader:" in out
+    saved = json.loads((tmp_path / "e2e.json").read_text())
+    assert saved["params"]["loopback_total"] == 64 << 20

@@ -33,6 +33,9 @@ def test_demo_runs_cleanly_and_shows_round_trips_and_metrics() -> None:
     assert "the next alloc(64) gets that very buffer back: True" in out
     assert 'demo_buffer_pool_created{size_class="1024"}' in out
     assert "demo_buffer_pool_oversized_total 2.0" in out
+    assert "every byte checked" in out
+    assert "file round trip ok" in out
+    assert "O_DIRECT" in out or "buffered (" in out
     assert "Allocate + drop" in out and "bytearray" in out
 
 

@@ -51,7 +51,7 @@ def loopback_receivers() -> list[str]:
 # -- loopback ------------------------------------------------------------------------
 
 
-def _send(port: int, total: int) -> None:
+def _send(port: int, total: int) -> None:  # pragma: no cover - runs in the sender process
     """The sender process: connect and write ``total`` bytes of a fixed pattern."""
     block = bytes(range(256)) * (MiB // 256)
     view = memoryview(block)
