@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import sysconfig
+
 from iobuf import BufferPool, BufferPoolConfig, SizeClassStats, page_size
 
 PAGE = page_size()
+# A free-threaded build: biased reference counting may run a finalizer in the
+# thread that created the object rather than the one that dropped it.
+FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 
 
 def config(min_size: int, max_size: int, max_per_class: int, **kw: object) -> BufferPoolConfig:

@@ -13,6 +13,18 @@ zero-filled lazily, returned to the OS when unmapped); smaller blocks use an
 over-allocated ``bytearray`` trimmed to an aligned window. Both are zero-filled
 when new, which ``alloc_zeroed`` relies on for freshly created buffers.
 
+On free-threaded builds (``FREE_THREADED``) every block is instead a view of a
+``ctypes`` array laid over that window (:func:`shareable_view`). The reason is
+CPython 3.13t's memoryview (python/cpython#155606): slicing a memoryview adds a
+view to its managed buffer with a non-atomic ``exports += 1``, and ``bytearray``
+(and ``mmap``) count their own exports non-atomically too, so two threads making
+or dropping views of one memoryview or one ``bytearray`` corrupt those counts (a
+view is released while still in use, or a ``bytearray`` dies "with exported
+buffers"). A ``ctypes`` array keeps no export count, so ``memoryview(mv.obj)``
+gives each caller a view with its own managed buffer: ``_views`` reads shared
+memory that way on free-threaded builds and never slices a memoryview that
+another thread may use.
+
 Thread safety: stateless apart from constants computed at import; safe from
 any thread on GIL and free-threaded builds.
 """
@@ -23,8 +35,14 @@ import ctypes
 import mmap
 import os
 import platform
+import sysconfig
+from typing import Final
 
-__all__ = ["address_of", "aligned_block", "cache_line_size", "page_size"]
+__all__ = ["FREE_THREADED", "address_of", "aligned_block", "cache_line_size", "page_size", "shareable_view"]
+
+# A free-threaded (PEP 703) build, whether or not the GIL happens to be enabled
+# at run time (it can be switched on after import, so the build decides).
+FREE_THREADED: Final = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 
 
 def _detect_page_size() -> int:
@@ -73,6 +91,16 @@ def address_of(view: memoryview) -> int:
     return ctypes.addressof(ctypes.c_char.from_buffer(view))
 
 
+def shareable_view(view: memoryview) -> memoryview:
+    """All of writable ``view``'s memory as a format-``"B"`` view of a ``ctypes`` array.
+
+    The array keeps ``view``'s exporter alive and is the result's ``obj``, so
+    ``memoryview(result.obj).cast("B")`` is a fresh view of exactly the same
+    bytes that touches no counter another thread may be updating.
+    """
+    return memoryview((ctypes.c_ubyte * len(view)).from_buffer(view)).cast("B")
+
+
 def aligned_block(size: int, alignment: int) -> memoryview:
     """A new zero-filled block of ``size`` bytes whose base is a multiple of ``alignment``.
 
@@ -89,4 +117,5 @@ def aligned_block(size: int, alignment: int) -> memoryview:
     offset = 0
     if alignment > 1:
         offset = -address_of(whole) % alignment
-    return whole[offset : offset + size]
+    block = whole[offset : offset + size]
+    return shareable_view(block) if FREE_THREADED else block

@@ -65,9 +65,12 @@ __all__ = ["LocalCache", "SizeClass", "flush_thread_cache"]
 # half of 1-3 entries would not amortise anything (the seed's MIN_TLS_BATCH_CAPACITY).
 MIN_BATCH_CAPACITY = 4
 
-# Every live class, so flush_thread_cache() can reach the caller's caches.
-_live_classes: weakref.WeakSet[SizeClass] = weakref.WeakSet()
-_live_lock = threading.Lock()
+# Every live class, so flush_thread_cache() can reach the caller's caches: a
+# plain set of weak references that remove themselves (``set.add``,
+# ``set.discard`` and ``list(set)`` are each atomic on both builds). Not a
+# WeakSet: its iteration guard is a check-then-act that a class dying in
+# another thread could slip through ("set changed size during iteration").
+_live_classes: set[weakref.ref[SizeClass]] = set()
 # Home stripes are only a starting hint, so a duplicate id (possible if two
 # threads race next() on a free-threaded build) is harmless; no lock, because
 # this runs on return paths that finalizers and signal handlers reach.
@@ -261,8 +264,7 @@ class SizeClass:
         self.addresses: dict[int, int] = {}
         # Buffers something still referenced when they were about to be handed out.
         self.suspects: list[memoryview] = []
-        with _live_lock:
-            _live_classes.add(self)
+        _live_classes.add(weakref.ref(self, _live_classes.discard))
         if prefill:
             shared = self.shared
             blocks = [self._new_block() for _ in range(max_buffers)]
@@ -401,7 +403,7 @@ def flush_thread_cache() -> None:
     Threads do this by themselves when they exit; call it before a thread goes
     idle for long so other threads can reuse what it holds.
     """
-    with _live_lock:
-        classes = list(_live_classes)
-    for cls in classes:
-        cls.flush_local()
+    for ref in list(_live_classes):
+        cls = ref()
+        if cls is not None:
+            cls.flush_local()

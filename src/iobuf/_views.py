@@ -66,7 +66,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 from ._errors import check_nonneg
-from ._memory import address_of, aligned_block
+from ._memory import FREE_THREADED, address_of, aligned_block, shareable_view
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -84,8 +84,29 @@ _new = object.__new__
 # Marks an untracked owner that handed out at least one view.
 _EXPORTED: Final = True
 # The memory of a detached IoBufMut/IoBuf: nothing, and nothing to write into.
-_DETACHED: Final = memoryview(bytearray(0))
+# Shared by every detached buffer in every thread, hence ctypes-backed on
+# free-threaded builds like all memory several threads may view.
+_DETACHED: Final = shareable_view(memoryview(bytearray(0))) if FREE_THREADED else memoryview(bytearray(0))
 _NO_BYTES: Final = memoryview(b"")
+
+
+def _fresh_window(mv: memoryview, start: int, end: int) -> memoryview:
+    """``mv[start:end]`` as a view with its own managed buffer; ``mv`` may be in
+    use in other threads. ``mv`` must span all of ``mv.obj``, a ``bytes`` or a
+    ``ctypes`` array (see ``_memory.shareable_view``)."""
+    return memoryview(mv.obj).cast("B")[start:end]
+
+
+def _slice_window(mv: memoryview, start: int, end: int) -> memoryview:
+    """``mv[start:end]``: with a GIL, slicing a memoryview other threads use is safe."""
+    return mv[start:end]
+
+
+# Non-hot paths call _window; the hot readers (_read_view, __bytes__, __eq__)
+# are defined per build in the class bodies, so GIL builds pay no extra call.
+_window = _fresh_window if FREE_THREADED else _slice_window
+
+
 # Re-entrant: a signal handler may take a first view while this thread holds it.
 _export_lock = threading.RLock()
 
@@ -167,7 +188,7 @@ class _Lease:
         cls = self.cls
         if cls is None:
             self.exp = _EXPORTED
-            return self.mv[start:end]
+            return _window(self.mv, start, end)
         exp = self.exp
         if exp is None:
             exp = self._first_export(cls)
@@ -189,7 +210,9 @@ class _Lease:
 
     def address(self) -> int:
         cls = self.cls
-        return cls.addresses[id(self.mv)] if cls is not None else address_of(self.mv)
+        return (
+            cls.addresses[id(self.mv)] if cls is not None else address_of(_window(self.mv, 0, len(self.mv)))
+        )
 
     def __del__(self) -> None:
         try:
@@ -350,9 +373,17 @@ class IoBufMut:
 
     # -- internal views --------------------------------------------------------
 
-    def _read_view(self) -> memoryview:
-        """Internal: the readable bytes, for use within one call only."""
-        return self._mv[self._pos : self._len]
+    if FREE_THREADED:
+
+        def _read_view(self) -> memoryview:
+            """Internal: the readable bytes, for use within one call only."""
+            return memoryview(self._mv.obj).cast("B")[self._pos : self._len]
+
+    else:
+
+        def _read_view(self) -> memoryview:
+            """Internal: the readable bytes, for use within one call only."""
+            return self._mv[self._pos : self._len]
 
     def _export(self, start: int, end: int) -> memoryview:
         """A writable view of ``_mv[start:end]`` that is safe to hand to user code."""
@@ -364,8 +395,12 @@ class IoBufMut:
             return memoryview(aux).cast("B")[start:end]
         if type(aux) is _Lease:
             return aux.view(start, end)
+        if FREE_THREADED and type(self._mv.obj) is bytearray:
+            # The view may travel to other threads: it must not share ``_mv``'s
+            # managed buffer or the bytearray's export count (see ``_memory``).
+            self._mv = shareable_view(self._mv)
         self._aux = _EXPORTED
-        return self._mv[start:end]
+        return _window(self._mv, start, end)
 
     def _share(self) -> _Lease:
         """Move direct ownership into a lease this buffer shares with new IoBufs."""
@@ -375,9 +410,12 @@ class IoBufMut:
         # Ownership moves in plain attribute stores, giving up before taking:
         # an exception (say from a signal handler) in between can at worst
         # leak the buffer, never leave two owners that both return it.
+        cls = self._cls
+        if FREE_THREADED and cls is None and type(self._mv.obj) is bytearray:
+            # Untracked heap memory about to be seen by IoBufs in other threads.
+            self._mv = shareable_view(self._mv)
         lease = _Lease(None, self._mv, None, self._grow)
         self._aux = lease
-        cls = self._cls
         self._cls = None
         lease.exp = aux
         lease.cls = cls
@@ -409,7 +447,7 @@ class IoBufMut:
         readable = self._len - self._pos
         new_cap = max(readable + extra, 2 * (len(self._mv) - self._pos), 64)
         fresh = bytearray(new_cap)
-        fresh[:readable] = self._mv[self._pos : self._len]
+        fresh[:readable] = self._read_view()
         # Views handed out earlier keep the old memory alive; they stop aliasing.
         self._aux = None
         self._mv = memoryview(fresh)
@@ -504,7 +542,8 @@ class IoBufMut:
         if count == 0:
             return _empty_iobuf()
         start = self._pos
-        out = _iobuf(self._mv, start, start + count, self._share())
+        own = self._share()  # first: it may replace _mv (free-threaded builds)
+        out = _iobuf(own.mv, start, start + count, own)
         if count == readable:
             self._detach(growable=True)
         else:
@@ -519,21 +558,36 @@ class IoBufMut:
         :meth:`IoBuf.try_into_mut`). This buffer is left empty and detached:
         writes to it raise ``ValueError``.
         """
-        out = _iobuf(self._mv, self._pos, self._len, self._share())
+        own = self._share()  # first: it may replace _mv (free-threaded builds)
+        out = _iobuf(own.mv, self._pos, self._len, own)
         self._detach(growable=False)
         return out
 
     # -- Python protocols ------------------------------------------------------
 
-    def __bytes__(self) -> bytes:
-        return bytes(self._mv[self._pos : self._len])
+    if FREE_THREADED:
 
-    def __eq__(self, other: object) -> bool:
-        try:
-            theirs = _as_bytes(other, "other")
-        except TypeError:
-            return NotImplemented
-        return self._mv[self._pos : self._len] == theirs
+        def __bytes__(self) -> bytes:
+            return bytes(self._read_view())
+
+        def __eq__(self, other: object) -> bool:
+            try:
+                theirs = _as_bytes(other, "other")
+            except TypeError:
+                return NotImplemented
+            return self._read_view() == theirs
+
+    else:
+
+        def __bytes__(self) -> bytes:
+            return bytes(self._mv[self._pos : self._len])
+
+        def __eq__(self, other: object) -> bool:
+            try:
+                theirs = _as_bytes(other, "other")
+            except TypeError:
+                return NotImplemented
+            return self._mv[self._pos : self._len] == theirs
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -650,14 +704,21 @@ class IoBuf:
 
     # -- views -----------------------------------------------------------------
 
-    def _read_view(self) -> memoryview:
-        return self._mv[self._start : self._end]
+    if FREE_THREADED:
+
+        def _read_view(self) -> memoryview:
+            return memoryview(self._mv.obj).cast("B")[self._start : self._end]
+
+    else:
+
+        def _read_view(self) -> memoryview:
+            return self._mv[self._start : self._end]
 
     def as_memoryview(self) -> memoryview:
         """A read-only memoryview of the bytes; it keeps pooled memory out of the pool."""
         own = self._own
         if own is None:
-            return self._mv[self._start : self._end]
+            return _window(self._mv, self._start, self._end)
         return own.view(self._start, self._end).toreadonly()
 
     def chunk(self) -> memoryview:
@@ -823,15 +884,29 @@ class IoBuf:
 
     # -- Python protocols ---------------------------------------------------------------
 
-    def __bytes__(self) -> bytes:
-        return bytes(self._mv[self._start : self._end])
+    if FREE_THREADED:
 
-    def __eq__(self, other: object) -> bool:
-        try:
-            theirs = _as_bytes(other, "other")
-        except TypeError:
-            return NotImplemented
-        return self._mv[self._start : self._end] == theirs
+        def __bytes__(self) -> bytes:
+            return bytes(self._read_view())
+
+        def __eq__(self, other: object) -> bool:
+            try:
+                theirs = _as_bytes(other, "other")
+            except TypeError:
+                return NotImplemented
+            return self._read_view() == theirs
+
+    else:
+
+        def __bytes__(self) -> bytes:
+            return bytes(self._mv[self._start : self._end])
+
+        def __eq__(self, other: object) -> bool:
+            try:
+                theirs = _as_bytes(other, "other")
+            except TypeError:
+                return NotImplemented
+            return self._mv[self._start : self._end] == theirs
 
     def __hash__(self) -> int:
         return hash(bytes(self))
@@ -878,7 +953,8 @@ def split_filled(buf: IoBufMut) -> IoBuf:
     start, end = buf._pos, buf._len
     if start == end:
         return _empty_iobuf()
-    out = _iobuf(buf._mv, start, end, buf._share())
+    own = buf._share()  # first: it may replace _mv (free-threaded builds)
+    out = _iobuf(own.mv, start, end, own)
     buf._pos = end
     return out
 
