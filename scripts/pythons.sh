@@ -8,7 +8,8 @@
 # to /work/iobuf inside the chroot, installs iobuf with its dev extras into a
 # venv kept per interpreter (/opt/venv-<version>) with its test extras, and runs
 # CMD there with that
-# venv first on PATH. The exit status is CMD's.
+# venv first on PATH and /proc mounted (in a private mount namespace, so nothing
+# stays mounted). The exit status is CMD's.
 #
 # Needs root and a Debian host whose apt sources reach a Debian mirror. The
 # first setup takes a few minutes (3.13t is compiled from Debian's source of
@@ -114,7 +115,10 @@ run() {
   fi
   # The tree changes between runs; reinstall the package itself only (fast, no deps).
   in_chroot "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps --force-reinstall /work/iobuf >&2
-  chroot "$CHROOT" env -i HOME=/root LANG=C.UTF-8 PATH="$venv/bin:/usr/local/bin:/usr/bin:/bin" \
+  # In a private mount namespace with /proc mounted, as on a real machine (the
+  # tests read /proc); the mount goes away with the command.
+  unshare --mount --propagation private sh -ec 'mount -t proc proc "$0/proc"; exec chroot "$0" "$@"' "$CHROOT" \
+    env -i HOME=/root LANG=C.UTF-8 PATH="$venv/bin:/usr/local/bin:/usr/bin:/bin" \
     ${CI:+CI=$CI} PYTHONDONTWRITEBYTECODE=1 sh -c 'cd /work/iobuf && exec "$@"' sh "$@"
 }
 
