@@ -16,7 +16,10 @@ The collector holds the size classes and a counter cell, never the pool, so a
 registry does not keep a pool alive; closing the pool unregisters it.
 
 Thread safety: ``collect`` reads integers that other threads may be updating;
-each read is a single attribute load, so a scrape sees each value whole.
+each read is a single attribute load, so a scrape sees each value whole (also
+on free-threaded builds, where attribute loads are atomic); values of different
+classes may come from slightly different moments. ``OversizedCounter.inc`` is
+a read-modify-write, so it takes its lock on every build.
 """
 
 from __future__ import annotations

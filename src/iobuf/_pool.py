@@ -17,7 +17,14 @@ Invariants:
 Thread safety: any thread may allocate; the per-request path reads immutable
 fields and calls into the size class (see its notes). ``close()`` may race an
 allocation in another thread; that allocation either fails or gets a buffer
-that is freed (not reused) when dropped.
+that is freed (not reused) when dropped. On free-threaded builds this relies
+on: ``_close_lock`` making ``close()`` run once; the sentinels and ``_closed``
+being single attribute stores (atomic slot stores there), each of which alone
+routes a request to a slow path that sees ``_closed``; and ``stats()`` reading
+each counter with one attribute load (a snapshot may be a moment old, never
+torn). The allocation gate's ``sys.getrefcount`` sums the local and shared
+reference counts there, so it stays exact (or conservative while a release is
+queued for merging).
 """
 
 from __future__ import annotations

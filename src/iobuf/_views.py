@@ -18,7 +18,8 @@ process can still reach it. Three kinds of thing can reach it:
    last of them goes. Each owner creates at most one exporter, lazily, and holds
    it, so a buffer that never exports a view pays nothing for this.
 3. **Internal memoryviews** (``_mv``): never handed out; used only for
-   temporaries inside one method call.
+   temporaries inside one method call. On free-threaded builds they are never
+   even sliced (see "Thread safety" below).
 
 Release protocol: when the last owner goes (``__del__`` of the ``IoBufMut`` or
 the lease), :func:`_release` runs. With no exporter the buffer goes straight
@@ -49,12 +50,40 @@ they hold no owner and pin nothing. An ``IoBufMut`` that was frozen or converted
 is detached: capacity 0, not growable, so every write raises ``ValueError``.
 
 Thread safety: one ``IoBufMut`` has one owner; do not use it from two threads
-at once. An ``IoBuf`` may be read from any thread; clones may be made and
-dropped concurrently (reference counts are atomic on free-threaded builds).
-``try_into_mut``/``copy_to_bytes``/``advance``/``split_to`` change the
-``IoBuf`` they are called on, so they must not race other calls on that same
-object (as for any mutable Python object). Dropping the last view in any thread
-returns the buffer to that thread's cache.
+at once. An ``IoBuf`` may be read from any thread, the same object from several
+at once; clones may be made and dropped concurrently (reference counts are
+atomic on free-threaded builds). ``try_into_mut``/``copy_to_bytes``/
+``advance``/``split_to`` change the ``IoBuf`` they are called on, so they must
+not race other calls on that same object (as for any mutable Python object).
+The buffer returns to the cache of the thread that runs the last owner's (or
+the exporter's) finalizer: with a GIL, the thread that drops the last
+reference; on free-threaded builds CPython may run it later in the thread that
+created that object (biased reference counting). Either way exactly once.
+
+What the free-threaded build (3.13t) relies on:
+
+- **No internal memoryview is sliced there.** CPython 3.13t registers a slice
+  on the parent's managed buffer with a non-atomic ``exports += 1``
+  (python/cpython#155606), so threads slicing one memoryview release views
+  still in use. Every memoryview stored as ``_mv``/``mv`` therefore spans all
+  of a ``bytes`` object or a ``ctypes`` array (``_memory.shareable_view``;
+  neither keeps an export count), and every read or untracked export makes a
+  fresh view with :func:`_fresh_window` (``memoryview(mv.obj).cast("B")``).
+  Pooled and aligned blocks are born that way; a heap buffer is converted when
+  it is first shared (``_share``) or exported, before anything else can see
+  it, which is why ``freeze``/``copy_to_bytes``/``split_filled`` take
+  ``_mv`` from the lease ``_share`` returns. Writes (``mv[a:b] = src``) make
+  no view of ``mv`` and stay as they are. GIL builds slice directly; the
+  readers that differ are defined per build in the class bodies.
+- **Arming**: the owner holds the exporter while it stores ``_armed`` in
+  :func:`_release`, so the exporter's ``__del__`` (in any thread) runs after
+  that store; the final reference-count decrement is an atomic
+  read-modify-write on free-threaded builds, which orders the two.
+- **First export**: under ``_export_lock`` with a re-check, so one lease never
+  gets two exporters; reading ``exp`` without the lock is a single slot load.
+- ``sys.getrefcount`` counts references whose release is still queued for
+  merging (biased reference counting), so ``try_into_mut`` may refuse a little
+  longer after a clone is dropped in another thread: conservative only.
 """
 
 from __future__ import annotations
