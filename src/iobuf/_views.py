@@ -597,7 +597,8 @@ class IoBufMut:
     if FREE_THREADED:
 
         def __bytes__(self) -> bytes:
-            return bytes(self._read_view())
+            # No cast: bytes() copies any format, and "<B" is one fewer view.
+            return bytes(memoryview(self._mv.obj)[self._pos : self._len])
 
         def __eq__(self, other: object) -> bool:
             try:
@@ -916,7 +917,8 @@ class IoBuf:
     if FREE_THREADED:
 
         def __bytes__(self) -> bytes:
-            return bytes(self._read_view())
+            # No cast: bytes() copies any format, and "<B" is one fewer view.
+            return bytes(memoryview(self._mv.obj)[self._start : self._end])
 
         def __eq__(self, other: object) -> bool:
             try:
