@@ -7,6 +7,7 @@ import gc
 import random
 import socket
 import struct
+import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -291,6 +292,26 @@ def test_high_water_pauses_reading_and_reads_resume_it(run: Callable[[Awaitable[
         assert got == body
         assert not reader.reading_paused
         await drained
+        await close(writer, peer)
+
+    run(main())
+
+
+def test_a_frame_larger_than_high_water_still_arrives(run: Callable[[Awaitable[Any]], Any]) -> None:
+    """High water must not pause reading while a read waits for more than is buffered."""
+    body = random.Random(10).randbytes(1 << 20)
+
+    async def main() -> None:
+        reader, writer, _, peer = await pooled_pair(network_pool(), chunk_size=16384, high_water=65536)
+        peer.write(body)
+        frame = await asyncio.wait_for(reader.readexactly(len(body)), timeout=30)
+        assert frame == body
+        # A request far beyond any buffer size waits for data without sizing a buffer by it.
+        peer.write(b"tail")
+        peer.write_eof()
+        with pytest.raises(asyncio.IncompleteReadError) as info:
+            await asyncio.wait_for(reader.readexactly(sys.maxsize), timeout=30)
+        assert info.value.partial == b"tail"
         await close(writer, peer)
 
     run(main())

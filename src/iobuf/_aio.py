@@ -173,7 +173,11 @@ class PooledReader(asyncio.BufferedProtocol):
         third of the bytes instead of a quarter, so a straddling frame is
         copied once, when it is read.)
         """
-        fresh = self._next_buffer(max(self._want - len(self._chain), self._chunk_size))
+        need = self._want - len(self._chain)
+        # A frame the pool cannot hold in one buffer is received in chunks (and
+        # copied once when read); never size a buffer by an unbounded request.
+        size = need if self._chunk_size < need <= self._pool.config.max_size else self._chunk_size
+        fresh = self._next_buffer(size)
         self._cur = fresh
         return fresh
 
@@ -197,10 +201,7 @@ class PooledReader(asyncio.BufferedProtocol):
         chain._len += nbytes
         if chain._len >= self._want:
             self._wake()
-        if chain._len >= self._high:
-            self._over_high = True
-            self._update_pause()
-        elif self._starved:
+        if chain._len >= self._high or self._starved:
             self._update_pause()
 
     def eof_received(self) -> bool:
@@ -382,10 +383,10 @@ class PooledReader(asyncio.BufferedProtocol):
         if self._waiter is not None:
             raise RuntimeError("another coroutine is already waiting for data on this reader")
         self._raise_pending()
-        if self._paused:
-            self._update_pause()  # a read that waits is a reason to try again now
         waiter = self._waiter = asyncio.get_running_loop().create_future()
         self._want = count
+        if self._paused:
+            self._update_pause()  # a read that waits for more is a reason to resume
         try:
             await waiter
         finally:
@@ -419,8 +420,10 @@ class PooledReader(asyncio.BufferedProtocol):
 
     def _update_pause(self) -> None:
         """Recompute both pause reasons and pause or resume the transport."""
-        if self._over_high and len(self._chain) < self._high:
-            self._over_high = False
+        # High water holds unless a waiting read needs more than is buffered
+        # (a frame larger than high_water must still arrive).
+        size = len(self._chain)
+        self._over_high = self._want <= size >= self._high
         if self._starved:
             try:
                 fresh = self._pool.try_alloc(self._chunk_size)
