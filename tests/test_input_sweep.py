@@ -240,8 +240,8 @@ def test_io_helpers(
 ) -> None:
     a, b, fd, _ = io_targets
     pool = small_pool()
-    if args and isinstance(args[-1], int) and args[-1] > 1 << 20:
-        args[-1] = 1 << 20
+    # Huge counts are valid requests for a buffer that size; keep them from allocating gigabytes.
+    args = [min(x, 1 << 20) if type(x) is int and x > 0 else x for x in args]
     fn = getattr(iobuf, name)
     target: Any = a if name.startswith(("send", "recv")) else fd
     with_pool = name in ("recv_into_pool", "recv_exactly", "pread_into_pool")

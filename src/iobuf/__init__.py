@@ -12,7 +12,7 @@ from ._config import BufferPoolConfig
 from ._errors import Exhausted, Oversized, PoolClosed, PoolError
 from ._io import IOV_MAX, pread_into_pool, pwrite_all, recv_exactly, recv_into_pool, send_all, write_all
 from ._memory import cache_line_size, page_size
-from ._pool import BufferPool, PoolStats, SizeClassStats
+from ._pool import BufferPool, OutstandingBuffer, PoolStats, SizeClassStats
 from ._size_class import flush_thread_cache
 from ._storage import STAGE_BYTES, BlockFile
 from ._views import IoBuf, IoBufMut
@@ -27,6 +27,7 @@ __all__ = [
     "IoBuf",
     "IoBufMut",
     "IoBufs",
+    "OutstandingBuffer",
     "Oversized",
     "PoolClosed",
     "PoolError",

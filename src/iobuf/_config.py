@@ -43,6 +43,12 @@ class BufferPoolConfig:
     disables thread caches, ``n >= 1`` caches exactly ``n`` free buffers per
     thread per class.
 
+    ``scrub_on_return`` zeroes every pooled buffer's bytes when it comes back,
+    so no data passes from one user to the next. ``track_allocations`` records
+    where each pooled buffer in use was allocated, for
+    :meth:`BufferPool.outstanding` (a debugging aid; see docs/operations.md
+    for both costs). Both move every return off the inlined fast path.
+
     >>> cfg = BufferPoolConfig.for_network().with_max_per_class(64)
     >>> cfg.class_sizes[:3]
     (1024, 2048, 4096)
@@ -56,6 +62,8 @@ class BufferPoolConfig:
     alignment: int = 1
     parallelism: int = 1
     thread_cache_capacity: int | None = field(default=None)
+    scrub_on_return: bool = False
+    track_allocations: bool = False
 
     def __post_init__(self) -> None:
         check_nonneg("pool_min_size", self.pool_min_size)
@@ -64,8 +72,9 @@ class BufferPoolConfig:
         per_class = check_positive("max_per_class", self.max_per_class)
         if per_class > MAX_PER_CLASS_LIMIT:
             raise ValueError(f"max_per_class must be <= {MAX_PER_CLASS_LIMIT}, got {per_class}")
-        if type(self.prefill) is not bool:
-            raise TypeError(f"prefill must be a bool, not {type(self.prefill).__name__}")
+        for flag in ("prefill", "scrub_on_return", "track_allocations"):
+            if type(getattr(self, flag)) is not bool:
+                raise TypeError(f"{flag} must be a bool, not {type(getattr(self, flag)).__name__}")
         check_positive("alignment", self.alignment)
         check_positive("parallelism", self.parallelism)
         if self.thread_cache_capacity is not None:
@@ -118,6 +127,14 @@ class BufferPoolConfig:
     def with_prefill(self, prefill: bool) -> BufferPoolConfig:
         """Create every buffer up front when the pool is built."""
         return dataclasses.replace(self, prefill=prefill)
+
+    def with_scrub_on_return(self, scrub: bool) -> BufferPoolConfig:
+        """Zero each pooled buffer when it comes back to the pool."""
+        return dataclasses.replace(self, scrub_on_return=scrub)
+
+    def with_track_allocations(self, track: bool) -> BufferPoolConfig:
+        """Record the origin of every pooled buffer in use (see ``BufferPool.outstanding``)."""
+        return dataclasses.replace(self, track_allocations=track)
 
     def with_alignment(self, alignment: int) -> BufferPoolConfig:
         """Base-address alignment of every buffer (a power of two)."""

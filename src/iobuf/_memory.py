@@ -9,7 +9,11 @@ goes; nothing here frees memory explicitly, so a block can never be freed while
 anything still references it.
 
 Blocks of at least one page use anonymous ``mmap`` (page-aligned by the kernel,
-zero-filled lazily, returned to the OS when unmapped); smaller blocks use an
+zero-filled lazily, returned to the OS when unmapped). The mapping is
+``MAP_PRIVATE``: Python's default for anonymous maps is ``MAP_SHARED``, with
+which a child process made by ``os.fork()`` writes into the very pages of the
+parent's buffers (a free buffer reused in both processes corrupts both);
+private pages are copied on write instead. Smaller blocks use an
 over-allocated ``bytearray`` trimmed to an aligned window. Both are zero-filled
 when new, which ``alloc_zeroed`` relies on for freshly created buffers.
 
@@ -54,6 +58,8 @@ def _detect_page_size() -> int:
 
 
 _PAGE_SIZE = _detect_page_size()
+# Anonymous (fileno -1 adds MAP_ANONYMOUS) and private: see the module notes on fork.
+_MAP_FLAGS: Final = mmap.MAP_PRIVATE
 
 # The seed uses crossbeam's CachePadded alignment: 128 bytes on x86_64,
 # aarch64 and powerpc64 (adjacent-line prefetch pairs lines), 256 on s390x,
@@ -109,7 +115,10 @@ def aligned_block(size: int, alignment: int) -> memoryview:
     if size >= _PAGE_SIZE:
         # mmap is page-aligned; larger alignments over-map and trim.
         extra = alignment - _PAGE_SIZE if alignment > _PAGE_SIZE else 0
-        raw: mmap.mmap | bytearray = mmap.mmap(-1, size + extra)
+        try:
+            raw: mmap.mmap | bytearray = mmap.mmap(-1, size + extra, flags=_MAP_FLAGS)
+        except (OSError, OverflowError) as exc:  # ENOMEM, or a size mmap cannot express
+            raise MemoryError(f"cannot map {size + extra} bytes: {exc}") from exc
     else:
         extra = alignment - 1
         raw = bytearray(size + extra)

@@ -30,14 +30,18 @@ queued for merging).
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
 import threading
+import time
+import traceback
+import weakref
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 from ._config import BufferPoolConfig
-from ._errors import Exhausted, Oversized, PoolClosed, check_size
+from ._errors import Exhausted, Oversized, PoolClosed, PoolError, check_nonneg, check_size
 from ._metrics import OversizedCounter, PoolCollector, check_namespace
 from ._size_class import FREE_REFS, LocalCache, SizeClass
 from ._views import IoBufMut
@@ -45,7 +49,7 @@ from ._views import IoBufMut
 _new = object.__new__
 _getrefcount = sys.getrefcount
 
-__all__ = ["BufferPool", "PoolStats", "SizeClassStats"]
+__all__ = ["BufferPool", "OutstandingBuffer", "PoolStats", "SizeClassStats"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +83,27 @@ class PoolStats:
             if c.size == size:
                 return c
         raise KeyError(f"no size class of {size} bytes")
+
+
+@dataclass(frozen=True, slots=True)
+class OutstandingBuffer:
+    """One pooled buffer in use, from :meth:`BufferPool.outstanding`.
+
+    ``age`` is in seconds; ``origin`` is the allocating call stack, innermost
+    call last, formatted like a traceback.
+    """
+
+    size: int
+    address: int
+    age: float
+    thread: str
+    origin: str
+
+    def __str__(self) -> str:
+        return (
+            f"{self.size}-byte buffer at {self.address:#x}, in use for {self.age:.1f} s, "
+            f"allocated in thread {self.thread!r}:\n{self.origin}"
+        )
 
 
 class BufferPool:
@@ -142,6 +167,8 @@ class BufferPool:
                 parallelism=config.parallelism,
                 cache_capacity=cache_capacity,
                 prefill=config.prefill,
+                scrub=config.scrub_on_return,
+                track=config.track_allocations,
             )
             for size in config.class_sizes
         )
@@ -163,6 +190,10 @@ class BufferPool:
         self._registry = registry
         self._collector = collector
         self._closed = False
+        if config.track_allocations:
+            # Same layout, one overridden method: the untracked hot path carries no flag check.
+            self.__class__ = _TrackingPool
+        _live_pools.add(weakref.ref(self, _live_pools.discard))
 
     # -- allocation ------------------------------------------------------------
 
@@ -282,6 +313,45 @@ class BufferPool:
         # The size class counted it (under its lock) when creation was refused.
         return PoolClosed() if self._closed else Exhausted()
 
+    # -- memory and leaks -----------------------------------------------------------
+
+    def trim(self, keep: int = 0) -> int:
+        """Give free buffers' memory back to the operating system; returns the bytes freed.
+
+        Frees every buffer in the shared freelists beyond ``keep`` per class,
+        and every buffer in the *calling* thread's caches (other threads'
+        caches are theirs: call this from each, or :func:`flush_thread_cache`
+        there first). Buffers in use are untouched; the class may create new
+        ones again up to ``max_per_class``. A no-op on a closed pool.
+        """
+        count = check_nonneg("keep", keep)
+        return sum(cls.trim(count) * cls.size for cls in self._classes)
+
+    def outstanding(self) -> list[OutstandingBuffer]:
+        """The pooled buffers in use right now, oldest first, with where each
+        was allocated. Needs ``track_allocations=True`` in the config."""
+        if not self._config.track_allocations:
+            raise PoolError(
+                "allocation tracking is off; build the pool with "
+                "BufferPoolConfig(..., track_allocations=True) or .with_track_allocations(True)"
+            )
+        now = time.monotonic()
+        found = []
+        for cls in self._classes:
+            assert cls.origins is not None
+            for address, (when, thread, stack) in list(cls.origins.items()):
+                found.append(
+                    OutstandingBuffer(
+                        size=cls.size,
+                        address=address,
+                        age=now - when,
+                        thread=thread,
+                        origin="".join(traceback.format_list(stack)),
+                    )
+                )
+        found.sort(key=lambda b: -b.age)
+        return found
+
     # -- introspection -----------------------------------------------------------
 
     @property
@@ -365,3 +435,37 @@ class BufferPool:
             self.close()
         except Exception:
             pass
+
+
+class _TrackingPool(BufferPool):
+    """A BufferPool that records each pooled allocation's origin (``track_allocations``)."""
+
+    __slots__ = ()
+
+    def try_alloc(self, capacity: int) -> IoBufMut:
+        buf = BufferPool.try_alloc(self, capacity)
+        cls = buf._cls
+        if cls is not None:
+            stack = traceback.extract_stack(limit=_TRACK_DEPTH + 4)
+            # The caller's frames only: drop iobuf's own (try_alloc, alloc, ...).
+            cls.track(buf._mv, [f for f in stack if not f.filename.startswith(_PACKAGE_DIR)][-_TRACK_DEPTH:])
+        return buf
+
+
+# Stack frames kept per tracked allocation, and the frames that are ours.
+_TRACK_DEPTH = 8
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+# Every live pool, so a forked child can replace locks another thread held.
+_live_pools: set[weakref.ref[BufferPool]] = set()
+
+
+def _after_fork_in_child() -> None:
+    for ref in list(_live_pools):
+        pool = ref()
+        if pool is not None:
+            pool._close_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

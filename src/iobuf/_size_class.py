@@ -72,9 +72,12 @@ stress test run in CI):
 
 from __future__ import annotations
 
+import ctypes
 import itertools
+import os
 import sys
 import threading
+import time
 import weakref
 from typing import Any
 
@@ -219,9 +222,9 @@ class Shared:
             self.exhausted += 1
             return False
 
-    def unreserve(self) -> None:
+    def unreserve(self, count: int = 1) -> None:
         with self._lock:
-            self.created -= 1
+            self.created -= count
 
     def drain(self) -> list[memoryview]:
         """Remove and return every parked buffer."""
@@ -257,6 +260,9 @@ class SizeClass:
         "size",
         "alignment",
         "cache_capacity",
+        "capacity",
+        "scrub",
+        "origins",
         "shared",
         "local",
         "export_type",
@@ -274,10 +280,19 @@ class SizeClass:
         parallelism: int,
         cache_capacity: int,
         prefill: bool,
+        scrub: bool = False,
+        track: bool = False,
     ) -> None:
         self.size = size
         self.alignment = alignment
-        self.cache_capacity = cache_capacity
+        # ``capacity`` is the configured cache size; ``cache_capacity`` is the
+        # limit the inlined return path compares against: -1 (always "full")
+        # sends every return to give_back_full, which scrubs and untracks.
+        self.capacity = cache_capacity
+        self.cache_capacity = -1 if scrub or track else cache_capacity
+        self.scrub = scrub
+        # base address -> (monotonic time, thread name, stack) of each tracked buffer in use
+        self.origins: dict[int, tuple[float, str, Any]] | None = {} if track else None
         self.shared = Shared(max_buffers, parallelism)
         self.local = threading.local()
         self.export_type: Any = make_export_type(size)
@@ -307,6 +322,8 @@ class SizeClass:
             cache: LocalCache = self.local.cache
         except AttributeError:
             if _thread_is_finishing():
+                if self.cache_capacity < 0:
+                    self._on_return(mv)
                 self.shared.put(mv, 0)
                 return
             cache = self.init_cache()
@@ -326,7 +343,7 @@ class SizeClass:
         if self.suspects:
             self.reclaim_suspects()
         shared = self.shared
-        capacity = self.cache_capacity
+        capacity = self.capacity
         if capacity < MIN_BATCH_CAPACITY:
             mv = shared.take(cache.home)
         else:
@@ -377,12 +394,18 @@ class SizeClass:
         suspects.extend(still)
 
     def give_back_full(self, cache: LocalCache, mv: memoryview) -> None:
-        """Return ``mv`` when the cache is full (or the class closed): spill or drop."""
+        """Return ``mv`` when the inlined path found no room: the cache is full,
+        the class closed, or returns are scrubbed/tracked. Park, spill or drop."""
+        if self.cache_capacity < 0:
+            self._on_return(mv)
         shared = self.shared
         if shared.closed:
             self.addresses.pop(id(mv), None)
             return
-        capacity = self.cache_capacity
+        capacity = self.capacity
+        if len(cache) < capacity:  # only when scrubbing/tracking sent us here
+            cache.append(mv)
+            return
         if capacity < MIN_BATCH_CAPACITY:
             shared.put(mv, cache.home)
             return
@@ -392,7 +415,52 @@ class SizeClass:
         shared.put_batch(batch, cache.home)
         cache.append(mv)
 
+    def _on_return(self, mv: memoryview) -> None:
+        """Scrub and untrack a buffer that is coming back (or being dropped)."""
+        address = self.addresses.get(id(mv))
+        if address is None:
+            return
+        if self.scrub:
+            ctypes.memset(address, 0, self.size)
+        origins = self.origins
+        if origins is not None:
+            origins.pop(address, None)
+
+    def track(self, mv: memoryview, stack: Any) -> None:
+        """Record where the buffer ``mv`` was just handed out (tracking pools only)."""
+        origins = self.origins
+        if origins is not None:
+            origins[self.addresses[id(mv)]] = (time.monotonic(), threading.current_thread().name, stack)
+
     # -- pool-level operations -----------------------------------------------
+
+    def trim(self, keep: int) -> int:
+        """Free the shared list's buffers beyond ``keep`` and all of the calling
+        thread's cache; returns how many were freed (their creation slots too)."""
+        shared = self.shared
+        if shared.closed:
+            return 0
+        if self.suspects:
+            self.reclaim_suspects()
+        doomed: list[memoryview] = []
+        cache: LocalCache | None = getattr(self.local, "cache", None)
+        if cache:
+            doomed += cache
+            del cache[:]
+        parked = shared.drain()
+        if keep:
+            shared.put_batch(parked[:keep], 0)
+            parked = parked[keep:]
+        doomed += parked
+        for mv in doomed:
+            self.addresses.pop(id(mv), None)
+        shared.unreserve(len(doomed))
+        # The memory goes back to the OS when ``doomed`` (the last reference) goes.
+        return len(doomed)
+
+    def after_fork_in_child(self) -> None:
+        """New locks: another thread of the parent may have held them at fork time."""
+        self.shared._lock = threading.RLock()
 
     def local_len(self) -> int:
         cache: LocalCache | None = getattr(self.local, "cache", None)
@@ -417,6 +485,17 @@ class SizeClass:
             del cache[:]
         for mv in dropped:
             self.addresses.pop(id(mv), None)
+
+
+def _after_fork_in_child() -> None:
+    for ref in list(_live_classes):
+        cls = ref()
+        if cls is not None:
+            cls.after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def flush_thread_cache() -> None:

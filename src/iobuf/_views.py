@@ -90,6 +90,7 @@ from __future__ import annotations
 
 import builtins
 import ctypes
+import os
 import sys
 import threading
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
@@ -138,6 +139,16 @@ _window = _fresh_window if FREE_THREADED else _slice_window
 
 # Re-entrant: a signal handler may take a first view while this thread holds it.
 _export_lock = threading.RLock()
+
+
+def _after_fork_in_child() -> None:
+    # Another thread of the parent may have held the lock when it forked.
+    global _export_lock  # noqa: PLW0603 - one module-level lock, rebuilt once per fork
+    _export_lock = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _export_del(self: Any) -> None:

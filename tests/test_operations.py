@@ -1,0 +1,286 @@
+"""Operations: trim (with RSS), scrub on return, allocation tracking, fork safety."""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import threading
+from collections.abc import Callable
+
+import pytest
+
+from iobuf import (
+    BufferPool,
+    BufferPoolConfig,
+    IoBufMut,
+    OutstandingBuffer,
+    PoolError,
+    flush_thread_cache,
+    page_size,
+)
+
+from .helpers import allocated, available, class_stats
+
+MiB = 1 << 20
+
+
+def rss() -> int:
+    """Resident set size of this process, from /proc/self/status."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS line")
+
+
+# -- trim --------------------------------------------------------------------------------
+
+
+def test_trim_gives_the_memory_of_a_burst_back_to_the_os() -> None:
+    pool = BufferPool(BufferPoolConfig.for_storage().with_max_per_class(64))
+    burst = [pool.alloc(MiB) for _ in range(64)]
+    for buf in burst:
+        buf.put_slice(b"\xa5" * MiB)  # touch every page
+    del buf
+    gc.collect()
+    held = rss()
+    burst.clear()  # all 64 back in the pool: still resident
+    assert available(pool, MiB) == 64
+    assert rss() > held - 16 * MiB
+    freed = pool.trim()
+    after = rss()
+    assert freed == 64 * MiB
+    assert held - after >= 48 * MiB, (held >> 20, after >> 20)  # most of the 64 MiB left the process
+    stats = class_stats(pool, MiB)
+    assert (stats.created, stats.global_free, stats.local_free) == (0, 0, 0)
+    again = pool.alloc(MiB)  # the class creates buffers again
+    assert again.is_pooled and again.capacity == MiB
+
+
+def test_trim_keeps_buffers_in_use_and_honours_keep() -> None:
+    pool = BufferPool(BufferPoolConfig.for_network().with_max_per_class(16).with_thread_cache_disabled())
+    kept = pool.alloc(4096)
+    kept.put_slice(b"in use")
+    spare = [pool.alloc(4096) for _ in range(5)]
+    spare.clear()
+    assert pool.trim(keep=2) == 3 * 4096
+    stats = class_stats(pool, 4096)
+    assert (stats.created, stats.global_free) == (3, 2)
+    assert kept == b"in use" and allocated(pool, 4096) == 1
+    assert pool.trim() == 2 * 4096
+    with pytest.raises(ValueError, match="keep must be >= 0"):
+        pool.trim(-1)
+    with pytest.raises(TypeError):
+        pool.trim("all")  # type: ignore[arg-type]
+    pool.close()
+    assert pool.trim() == 0
+
+
+def test_trim_reaches_only_the_calling_threads_cache() -> None:
+    pool = BufferPool(BufferPoolConfig.for_network().with_max_per_class(16).with_thread_cache_capacity(8))
+    ready, done = threading.Event(), threading.Event()
+
+    def worker() -> None:
+        bufs = [pool.alloc(2048) for _ in range(3)]
+        bufs.clear()  # three buffers in this thread's cache
+        ready.set()
+        done.wait()
+
+    t = threading.Thread(target=worker)
+    t.start()
+    ready.wait()
+    mine = [pool.alloc(2048) for _ in range(2)]
+    mine.clear()
+    assert pool.trim() == 2 * 2048  # ours; the worker's three are out of reach
+    assert class_stats(pool, 2048).created == 3
+    done.set()
+    t.join()  # the worker's cache flushes to the shared list as it exits
+    assert pool.trim() == 3 * 2048
+    assert class_stats(pool, 2048).created == 0
+
+
+# -- scrub on return ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["direct", "frozen", "exported view", "other thread"])
+def test_scrubbing_zeroes_every_returned_buffer(how: str) -> None:
+    pool = BufferPool(BufferPoolConfig.for_network().with_max_per_class(1).with_scrub_on_return(True))
+    buf = pool.alloc(1000)
+    buf.put_slice(b"secret" * 100)
+    address = buf.address
+    if how == "frozen":
+        frozen = buf.freeze()
+        del buf
+        del frozen
+    elif how == "exported view":
+        view = buf.as_memoryview()
+        del buf
+        assert bytes(view[:6]) == b"secret"  # still readable while the view lives
+        del view
+    elif how == "other thread":
+        t = threading.Thread(target=lambda b=[buf]: b.clear())
+        del buf
+        t.start()
+        t.join()
+    else:
+        del buf
+    gc.collect()
+    again = pool.alloc(1000)  # max_per_class=1: the same buffer
+    assert again.address == address
+    again.set_len(1024)
+    assert bytes(again) == bytes(1024)
+
+
+def test_without_scrubbing_old_bytes_remain() -> None:
+    """The control: the same steps without the option leave the data in place."""
+    pool = BufferPool(BufferPoolConfig.for_network().with_max_per_class(1))
+    buf = pool.alloc(1000)
+    buf.put_slice(b"secret")
+    del buf
+    again = pool.alloc(1000)
+    again.set_len(6)
+    assert again == b"secret"
+
+
+def test_scrubbing_pool_keeps_its_caches_and_counts() -> None:
+    pool = BufferPool(
+        BufferPoolConfig.for_network()
+        .with_max_per_class(32)
+        .with_thread_cache_capacity(4)
+        .with_scrub_on_return(True)
+    )
+    bufs = [pool.alloc(1024) for _ in range(10)]
+    bufs.clear()
+    stats = class_stats(pool, 1024)
+    assert stats.local_free == 4 and stats.global_free == 6 and stats.created == 10
+    flush_thread_cache()
+    assert class_stats(pool, 1024).global_free == 10
+
+
+# -- allocation tracking ------------------------------------------------------------------
+
+
+def allocate_for_a_while(pool: BufferPool) -> IoBufMut:
+    return pool.alloc(3000)
+
+
+def test_outstanding_lists_buffers_in_use_with_their_origin() -> None:
+    pool = BufferPool(BufferPoolConfig.for_network().with_track_allocations(True))
+    leaked = allocate_for_a_while(pool)
+    short = pool.alloc(100)
+    frozen = short.freeze()
+    view = frozen.as_memoryview()
+    del short, frozen
+    in_thread: list[IoBufMut] = []
+    t = threading.Thread(target=lambda: in_thread.append(pool.alloc(5000)), name="loader")
+    t.start()
+    t.join()
+    report = pool.outstanding()
+    assert [b.size for b in report] == [4096, 1024, 8192]  # oldest first
+    first = report[0]
+    assert isinstance(first, OutstandingBuffer) and first.address == leaked.address
+    assert "allocate_for_a_while" in first.origin and "_pool.py" not in first.origin
+    assert first.thread == "MainThread" and first.age >= report[-1].age >= 0
+    assert report[2].thread == "loader"
+    assert "4096-byte buffer at 0x" in str(first)
+    del view  # the last view of the 1 KiB buffer: no longer outstanding
+    in_thread.clear()
+    assert [b.size for b in pool.outstanding()] == [4096]
+    del leaked
+    assert pool.outstanding() == []
+    assert isinstance(pool, BufferPool) and repr(pool).startswith("BufferPool(open")
+
+
+def test_outstanding_needs_tracking() -> None:
+    pool = BufferPool(BufferPoolConfig.for_network())
+    with pytest.raises(PoolError, match="allocation tracking is off"):
+        pool.outstanding()
+
+
+def test_tracking_survives_close_and_untracked_allocations() -> None:
+    pool = BufferPool(BufferPoolConfig.for_network().with_max_per_class(1).with_track_allocations(True))
+    held = pool.alloc(2048)
+    fallback = pool.alloc(2048)  # exhausted: an untracked heap buffer, not reported
+    assert not fallback.is_pooled
+    assert len(pool.outstanding()) == 1
+    pool.close()
+    assert len(pool.outstanding()) == 1  # still in use after close
+    del held
+    assert pool.outstanding() == []
+
+
+# -- fork -------------------------------------------------------------------------------------
+
+
+needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork on this platform")
+
+
+def in_child(body: Callable[[], int]) -> int:
+    """Run ``body`` in a forked child; its return value is the child's exit status.
+
+    A child that hangs (a deadlock) is killed by SIGALRM after 30 s, so the test
+    fails instead of waiting forever.
+    """
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child's coverage is not collected
+        code = 1
+        try:
+            signal.alarm(30)
+            code = body()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+@needs_fork
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+@pytest.mark.parametrize("size", [512, page_size(), MiB])  # bytearray- and mmap-backed blocks
+def test_a_forked_child_reuses_buffers_without_touching_the_parents(size: int) -> None:
+    pool = BufferPool(BufferPoolConfig(min_size=512, max_size=MiB, max_per_class=4, alignment=512))
+    buf = pool.alloc(size)
+    buf.put_slice(b"parent data")
+    address = buf.address
+    del buf  # free in the parent's cache
+
+    def child() -> int:
+        mine = pool.alloc(size)  # the same free buffer, in the child's copy of the pool
+        mine.put_slice(b"CHILD WROTE")
+        ok = mine.address == address and pool.stats().for_size(mine.capacity).created == 1
+        return 0 if ok else 3
+
+    assert in_child(child) == 0
+    again = pool.alloc(size)
+    again.set_len(11)
+    assert again.address == address
+    assert again == b"parent data", f"{size}: the child's write reached the parent"
+
+
+@needs_fork
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_lock_held_by_another_thread_at_fork_time_does_not_hang_the_child() -> None:
+    pool = BufferPool(BufferPoolConfig.for_network().with_max_per_class(8))
+    cls = pool._classes[0]
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with cls.shared._lock:  # the lock buffer creation takes
+            holding.set()
+            release.wait()
+
+    t = threading.Thread(target=hold)
+    t.start()
+    holding.wait()
+    try:
+
+        def child() -> int:
+            bufs = [pool.alloc(1024) for _ in range(3)]  # creates buffers: takes that lock
+            pool.close()
+            return 0 if all(b.is_pooled for b in bufs) else 3
+
+        assert in_child(child) == 0
+    finally:
+        release.set()
+        t.join()
+    assert pool.alloc(1024).is_pooled  # the parent is unaffected
