@@ -1,16 +1,35 @@
-"""A hypothesis state machine of one pool against a plain model of what every handle holds."""
+"""A hypothesis state machine of one pool against a plain model of what every handle holds.
+
+Profiles: 200 examples by default, 2,000 under CI (``CI`` set; about a minute
+per interpreter here), and any number with ``IOBUF_STATEFUL_EXAMPLES=20000``
+for a long run.
+"""
 
 from __future__ import annotations
 
+import gc
+import os
+import threading
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from iobuf import BufferPool, BufferPoolConfig, Exhausted, IoBuf, IoBufMut, Oversized, flush_thread_cache
+from iobuf import (
+    BufferPool,
+    BufferPoolConfig,
+    Exhausted,
+    IoBuf,
+    IoBufMut,
+    Oversized,
+    PoolClosed,
+    flush_thread_cache,
+)
 
+from .helpers import FREE_THREADED
 from .strategies import payloads, small_configs
 
 ALLOCATORS = ["try_alloc", "alloc", "alloc_zeroed", "try_alloc_zeroed", "alloc_len"]
@@ -27,19 +46,21 @@ class Handle:
 
 
 class PoolMachine(RuleBasedStateMachine):
-    """Drives allocate/write/freeze/slice/clone/copy/convert/export/drop/flush on one thread."""
+    """Drives allocate/write/freeze/slice/clone/copy/convert/export/drop/flush/trim/close,
+    with hand-offs to a second thread, on pools with and without scrubbing and tracking."""
 
     def __init__(self) -> None:
         super().__init__()
         self.handles: list[Handle] = []
         self.pool: BufferPool
         self.config: BufferPoolConfig
+        self.closed = False
 
-    @initialize(cfg=small_configs())
-    def build(self, cfg: BufferPoolConfig) -> None:
+    @initialize(cfg=small_configs(), scrub=st.booleans(), track=st.booleans())
+    def build(self, cfg: BufferPoolConfig, scrub: bool, track: bool) -> None:
         flush_thread_cache()
-        self.config = cfg
-        self.pool = BufferPool(cfg)
+        self.config = cfg.with_scrub_on_return(scrub).with_track_allocations(track)
+        self.pool = BufferPool(self.config)
 
     # -- helpers ---------------------------------------------------------------
 
@@ -71,6 +92,10 @@ class PoolMachine(RuleBasedStateMachine):
     )
     def allocate(self, data: st.DataObject, how: str) -> None:
         size = data.draw(st.integers(0, self.config.max_size + 64))
+        if self.closed:
+            with pytest.raises(PoolClosed):
+                getattr(self.pool, how)(size)
+            return
         try:
             buf = getattr(self.pool, how)(size)
         except Oversized:
@@ -89,6 +114,10 @@ class PoolMachine(RuleBasedStateMachine):
         else:
             assert len(buf) == 0
             content = b""
+            if self.config.scrub_on_return and buf.is_pooled:
+                buf.set_len(buf.capacity)  # whatever the last user wrote was zeroed
+                assert bytes(buf) == bytes(buf.capacity)
+                buf.set_len(0)
         assert buf.capacity >= size
         self.adopt(buf, content)
 
@@ -181,6 +210,60 @@ class PoolMachine(RuleBasedStateMachine):
     def flush(self) -> None:
         flush_thread_cache()
 
+    @precondition(lambda self: bool(self.handles))
+    @rule(data=st.data(), drop=st.booleans())
+    def use_from_another_thread(self, data: st.DataObject, drop: bool) -> None:
+        """A second thread reads a handle and either clones it back or drops it there."""
+        i = data.draw(st.integers(0, len(self.handles) - 1))
+        h = self.handles[i]
+        box = [h.obj]
+        if drop:  # this thread keeps no reference; the other thread holds the last one
+            del self.handles[i]
+            h.obj = None
+        results: list[Any] = []
+
+        def work() -> None:
+            obj = box.pop()
+            results.append(bytes(obj) == h.content)
+            if not drop and isinstance(obj, IoBuf):
+                results.append(obj.clone())
+            del obj
+
+        t = threading.Thread(target=work)
+        t.start()
+        t.join()
+        if FREE_THREADED:
+            gc.collect()  # a cross-thread release may be deferred to this thread there
+        assert results[0], "a handle read different bytes in another thread"
+        if len(results) > 1:
+            clone = results[1]
+            if h.content:
+                self.handles.append(Handle(clone, h.content, h.base, h.size))
+            else:  # an empty clone reaches no memory (as an empty slice)
+                assert not clone.is_pooled
+
+    @rule(keep=st.integers(0, 3))
+    def trim(self, keep: int) -> None:
+        before = {c.size: c for c in self.pool.stats().classes}
+        freed = self.pool.trim(keep)
+        if self.closed:
+            assert freed == 0
+            return
+        expected = 0
+        for c in self.pool.stats().classes:
+            b = before[c.size]
+            gone = b.local_free + max(0, b.global_free - keep)
+            expected += gone * c.size
+            assert c.created == b.created - gone
+            assert c.local_free == 0 and c.global_free == min(keep, b.global_free)
+        assert freed == expected
+
+    @precondition(lambda self: not self.closed)
+    @rule()
+    def close(self) -> None:
+        self.pool.close()
+        self.closed = True
+
     # -- invariants ----------------------------------------------------------------
 
     @invariant()
@@ -198,11 +281,32 @@ class PoolMachine(RuleBasedStateMachine):
                 in_use.setdefault(h.size, set()).add(h.base)
         for s in self.pool.stats().classes:
             assert s.created <= s.max_buffers
-            assert s.created - s.global_free - s.local_free == len(in_use.get(s.size, ())), s
+            if self.closed:  # free buffers were dropped; nothing is parked again
+                assert s.global_free == s.local_free == 0, s
+            else:
+                assert s.created - s.global_free - s.local_free == len(in_use.get(s.size, ())), s
+
+    @invariant()
+    def tracking_reports_exactly_the_buffers_in_use(self) -> None:
+        if not hasattr(self, "pool") or not self.config.track_allocations:
+            return
+        assert {b.address for b in self.pool.outstanding()} == self.live_bases()
+
+    def teardown(self) -> None:
+        self.handles.clear()
+        if hasattr(self, "pool"):
+            self.pool.close()
+        flush_thread_cache()
+
+
+def _examples() -> int:
+    if "IOBUF_STATEFUL_EXAMPLES" in os.environ:
+        return int(os.environ["IOBUF_STATEFUL_EXAMPLES"])
+    return 2000 if os.environ.get("CI") else 200
 
 
 PoolMachine.TestCase.settings = settings(
-    max_examples=150,
+    max_examples=_examples(),
     stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
