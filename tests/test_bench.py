@@ -160,3 +160,20 @@ def test_end_to_end_command_writes_its_table(tmp_path: Path, capsys: pytest.Capt
     assert "target: iobuf receiver >= 1.2x asyncio.StreamReader:" in out
     saved = json.loads((tmp_path / "e2e.json").read_text())
     assert saved["params"]["loopback_total"] == 64 << 20
+
+
+def test_ops_command_reports_costs_and_trim(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m iobuf.bench --ops --quick``: a real (short) run of the operations costs."""
+    from iobuf.bench.__main__ import main
+
+    assert main(["--ops", "--quick", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| 4,096 |" in out and "| 65,536 |" in out
+    assert "after trim()" in out
+    saved = json.loads((tmp_path / "ops.json").read_text())
+    for row in saved["costs"]:
+        assert set(row["median_ns"]) == {"default", "default-b", "scrub", "track", "bytearray"}
+        assert all(v > 0 for v in row["median_ns"].values())
+    trim = saved["trim"]
+    assert trim["trim_returned"] == 32 << 20  # every buffer of the burst was free and released
+    assert trim["after_trim"] < trim["held"]

@@ -7,6 +7,8 @@ Usage::
     python -m iobuf.bench --inline   # the demo's in-process table only
     python -m iobuf.bench --e2e      # end to end: 512 MiB over loopback TCP, a 256 MiB file
                                      # (about 2 minutes; --e2e --quick: 64 MiB each, 1 round)
+    python -m iobuf.bench --ops      # cost of scrub_on_return and track_allocations per size,
+                                     # and RSS around a 256 MiB burst and trim() (about 30 s)
 
 Writes ``bench-results/results.json`` and, when matplotlib is installed
 (``pip install 'iobuf[bench]'``), ``bench-results/alloc.png``; prints the
@@ -27,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import _e2e
+from . import _e2e, _ops
 from ._cells import available_approaches, run_cell
 from ._freelists import FREELISTS, run_freelist_cell
 from ._quick import format_table, measure_cycles
@@ -93,20 +95,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target-ms", type=float, help="time per repeat (default 40, --quick 15)")
     parser.add_argument("--rounds", type=int, help="passes over all cells (default 3, --quick 1)")
     parser.add_argument("--e2e", action="store_true", help="end-to-end socket and file throughput")
+    parser.add_argument("--ops", action="store_true", help="scrub/tracking costs and trim's RSS effect")
     parser.add_argument("--cell", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
-    if args.cell:
-        spec = json.loads(args.cell)
-        runner = run_freelist_cell if spec["kind"] == "freelist" else run_cell
-        print(json.dumps(runner(spec)))
-        return 0
-    if args.e2e:
-        return _run_e2e(args.quick, args.rounds, args.out)
-    if args.inline:
-        print("gc disabled while timing; one process; approaches interleaved per repeat")
-        print(format_table(measure_cycles(sizes=(256, 4096, 65536, 1 << 20, 8 << 20))))
-        return 0
+    single = _single_mode(args)
+    if single is not None:
+        return single
 
     approaches = available_approaches()
     freelists = list(FREELISTS)
@@ -164,6 +159,24 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _single_mode(args: argparse.Namespace) -> int | None:
+    """The modes that are not the full harness: one cell, --e2e, --ops, --inline."""
+    if args.cell:
+        spec = json.loads(args.cell)
+        runner = run_freelist_cell if spec["kind"] == "freelist" else run_cell
+        print(json.dumps(runner(spec)))
+        return 0
+    if args.e2e:
+        return _run_e2e(args.quick, args.rounds, args.out)
+    if args.ops:
+        return _run_ops(args.quick, args.out)
+    if args.inline:
+        print("gc disabled while timing; one process; approaches interleaved per repeat")
+        print(format_table(measure_cycles(sizes=(256, 4096, 65536, 1 << 20, 8 << 20))))
+        return 0
+    return None
+
+
 def _run_e2e(quick: bool, rounds: int | None, out: Path) -> int:
     mib = _e2e.MiB
     params = {
@@ -182,6 +195,18 @@ def _run_e2e(quick: bool, rounds: int | None, out: Path) -> int:
     verdict = "met" if _e2e.target_met(result) else "MISSED"
     print(f"\ntarget: iobuf receiver >= 1.2x asyncio.StreamReader: {verdict}")
     print(f"wrote {out / 'e2e.json'}")
+    return 0
+
+
+def _run_ops(quick: bool, out: Path) -> int:
+    sizes = (4096, 65536) if quick else _ops.SIZES
+    rows = _ops.measure_costs(sizes=sizes, repeats=3 if quick else 7, target_ms=5.0 if quick else 20.0)
+    trim = _ops.measure_trim(burst_bytes=(32 if quick else 256) << 20)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"python": sys.version.split()[0], "when": time.strftime("%Y-%m-%d %H:%M:%S")}
+    (out / "ops.json").write_text(json.dumps({"meta": meta, "costs": rows, "trim": trim}, indent=1))
+    print(_ops.render(rows, trim))
+    print(f"\nwrote {out / 'ops.json'}")
     return 0
 
 
