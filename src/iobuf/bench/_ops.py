@@ -10,8 +10,9 @@ timing, allocate+drop cycles on four pools built from the same
 * ``scrub``: ``scrub_on_return=True`` (every returned buffer is zeroed);
 * ``track``: ``track_allocations=True`` (every allocation records its stack);
 
-and ``bytearray(n)`` as the peer. The pools are interleaved per repeat, with
-the order rotated each time, so a noisy moment hits all alike; the figures are
+and ``bytearray(n)`` as the peer. The pools are interleaved per repeat, in a
+shuffled order each time, so a noisy moment or the previous variant's
+after-effects (freeing an 8 MiB ``bytearray`` unmaps it) hit all alike; the figures are
 medians. Then a trim run: RSS
 (``VmRSS``) before a burst, while the burst is held, after it is dropped (the
 pool keeps the buffers) and after :meth:`~iobuf.BufferPool.trim`.
@@ -20,6 +21,7 @@ pool keeps the buffers) and after :meth:`~iobuf.BufferPool.trim`.
 from __future__ import annotations
 
 import gc
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -60,6 +62,7 @@ def measure_costs(
     allocs: dict[str, Callable[[int], object]] = {k: p.try_alloc for k, p in pools.items()}
     allocs["bytearray"] = bytearray
     rows = []
+    order = random.Random(1)  # noqa: S311 - a reproducible order
     was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -69,8 +72,9 @@ def measure_costs(
             for alloc in allocs.values():  # warm: first allocations create the buffers
                 _cycle_ns(alloc, size, 5)
             names = list(allocs)
-            for r in range(repeats):
-                for name in names[r % len(names) :] + names[: r % len(names)]:  # rotate who goes first
+            for _ in range(repeats):
+                order.shuffle(names)  # who runs after whom changes too (bytearray's munmap)
+                for name in names:
                     samples[name].append(_cycle_ns(allocs[name], size, n))
             med = {k: statistics.median(v) for k, v in samples.items()}
             rows.append({"size": size, "iterations": n, "median_ns": med, "samples_ns": samples})
