@@ -77,6 +77,20 @@ def test_trim_keeps_buffers_in_use_and_honours_keep() -> None:
     assert pool.trim() == 0
 
 
+def test_trim_keeps_warm_buffers_from_the_callers_cache_too() -> None:
+    """``keep`` counts every free buffer the caller sees; the kept ones move to the shared list."""
+    pool = BufferPool(BufferPoolConfig.for_network().with_max_per_class(16).with_thread_cache_capacity(4))
+    spare = [pool.alloc(8192) for _ in range(6)]
+    spare.clear()
+    stats = class_stats(pool, 8192)
+    assert (stats.local_free, stats.global_free) == (4, 2)
+    assert pool.trim(keep=3) == 3 * 8192
+    stats = class_stats(pool, 8192)
+    assert (stats.created, stats.local_free, stats.global_free) == (3, 0, 3)
+    assert pool.trim(keep=5) == 0  # fewer free than keep: nothing freed, nothing created
+    assert class_stats(pool, 8192).created == 3
+
+
 def test_trim_reaches_only_the_calling_threads_cache() -> None:
     pool = BufferPool(BufferPoolConfig.for_network().with_max_per_class(16).with_thread_cache_capacity(8))
     ready, done = threading.Event(), threading.Event()

@@ -252,10 +252,11 @@ class PoolMachine(RuleBasedStateMachine):
         expected = 0
         for c in self.pool.stats().classes:
             b = before[c.size]
-            gone = b.local_free + max(0, b.global_free - keep)
+            free = b.local_free + b.global_free
+            gone = max(0, free - keep)
             expected += gone * c.size
             assert c.created == b.created - gone
-            assert c.local_free == 0 and c.global_free == min(keep, b.global_free)
+            assert c.local_free == 0 and c.global_free == min(keep, free)
         assert freed == expected
 
     @precondition(lambda self: not self.closed)

@@ -318,11 +318,12 @@ class BufferPool:
     def trim(self, keep: int = 0) -> int:
         """Give free buffers' memory back to the operating system; returns the bytes freed.
 
-        Frees every buffer in the shared freelists beyond ``keep`` per class,
-        and every buffer in the *calling* thread's caches (other threads'
-        caches are theirs: call this from each, or :func:`flush_thread_cache`
-        there first). Buffers in use are untouched; the class may create new
-        ones again up to ``max_per_class``. A no-op on a closed pool.
+        Per class, takes the free buffers in the shared freelist and in the
+        *calling* thread's cache (other threads' caches are theirs: call this
+        from each, or :func:`flush_thread_cache` there first), keeps ``keep``
+        of them in the shared freelist and frees the rest. Buffers in use are
+        untouched; the class may create new ones again up to
+        ``max_per_class``. A no-op on a closed pool.
         """
         count = check_nonneg("keep", keep)
         return sum(cls.trim(count) * cls.size for cls in self._classes)

@@ -435,8 +435,9 @@ class SizeClass:
     # -- pool-level operations -----------------------------------------------
 
     def trim(self, keep: int) -> int:
-        """Free the shared list's buffers beyond ``keep`` and all of the calling
-        thread's cache; returns how many were freed (their creation slots too)."""
+        """Free the free buffers this thread can see (its cache and the shared
+        list) beyond ``keep``, which stay in the shared list; returns how many
+        were freed (their creation slots too)."""
         shared = self.shared
         if shared.closed:
             return 0
@@ -447,11 +448,10 @@ class SizeClass:
         if cache:
             doomed += cache
             del cache[:]
-        parked = shared.drain()
+        doomed += shared.drain()
         if keep:
-            shared.put_batch(parked[:keep], 0)
-            parked = parked[keep:]
-        doomed += parked
+            shared.put_batch(doomed[:keep], 0)
+            doomed = doomed[keep:]
         for mv in doomed:
             self.addresses.pop(id(mv), None)
         shared.unreserve(len(doomed))
