@@ -85,7 +85,16 @@ def call_checked(fn: Callable[..., Any], args: list[Any]) -> None:
 def pool_methods(pool: BufferPool) -> dict[str, Callable[..., Any]]:
     return {
         name: getattr(pool, name)
-        for name in ("try_alloc", "alloc", "alloc_len", "try_alloc_zeroed", "alloc_zeroed", "size_class")
+        for name in (
+            "try_alloc",
+            "alloc",
+            "alloc_len",
+            "try_alloc_zeroed",
+            "alloc_zeroed",
+            "size_class",
+            "trim",
+            "outstanding",
+        )
     }
 
 
@@ -131,6 +140,8 @@ CONFIG_BUILDERS = [
     "with_prefill",
     "with_alignment",
     "with_budget_bytes",
+    "with_scrub_on_return",
+    "with_track_allocations",
 ]
 
 
