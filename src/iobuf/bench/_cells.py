@@ -251,6 +251,12 @@ def _run_single(step: Callable[[int], None], n: int) -> float:
     return (time.perf_counter_ns() - t0) / n
 
 
+def _own_copy(alloc: Callable[[], Any]) -> Callable[[], Any]:
+    if isinstance(alloc, functools.partial):
+        return functools.partial(alloc.func, *alloc.args, **alloc.keywords)
+    return alloc
+
+
 def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one allocation cell in this process and return its samples."""
     size = int(spec["size"])
@@ -259,7 +265,10 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     target_ns = float(spec.get("target_ms", 40.0)) * 1e6
     repeats = int(spec.get("repeats", 5))
     alloc, view = APPROACHES[spec["approach"]](size, threads)
-    steps = [_make_step(alloc, view, size, bool(spec["touch"])) for _ in range(threads)]
+    # Each thread calls its own callable, as each thread of a program would
+    # bind its own: one shared partial would be an object both threads
+    # reference-count on every call, contended on free-threaded builds.
+    steps = [_make_step(_own_copy(alloc), view, size, bool(spec["touch"])) for _ in range(threads)]
 
     def run(n: int) -> float:
         if threads == 1:
