@@ -5,7 +5,7 @@
 #   scripts/pythons.sh run 3.13t CMD [ARGS...]   run CMD from a copy of this tree
 #
 # `run` copies the tracked and untracked-but-not-ignored files of this work tree
-# to /work/iobuf inside the chroot, installs iobuf with its dev extras into a
+# to /work/iobuf (see IOBUF_RUN_NAME) inside the chroot, installs iobuf with its dev extras into a
 # venv kept per interpreter (/opt/venv-<version>) with its test extras, and runs
 # CMD there with that
 # venv first on PATH and /proc mounted (in a private mount namespace, so nothing
@@ -15,11 +15,17 @@
 # first setup takes a few minutes (3.13t is compiled from Debian's source of
 # python3.13 with --disable-gil); later runs reuse everything.
 #
-# Environment: IOBUF_CHROOT (default /opt/iobuf-pythons).
+# Environment: IOBUF_CHROOT (default /opt/iobuf-pythons); IOBUF_RUN_NAME (default
+# iobuf) names the in-chroot copy (/work/$IOBUF_RUN_NAME) and suffixes the venv
+# (/opt/venv-<version>-$IOBUF_RUN_NAME unless it is the default), so two work trees
+# can run at once without overwriting each other's copy or installed package.
 set -euo pipefail
 
 CHROOT=${IOBUF_CHROOT:-/opt/iobuf-pythons}
 FT_PREFIX=/opt/python3.13t
+RUN_NAME=${IOBUF_RUN_NAME:-iobuf}
+case $RUN_NAME in *[!A-Za-z0-9._-]*|'') echo "IOBUF_RUN_NAME must be [A-Za-z0-9._-]+" >&2; exit 2 ;; esac
+WORKDIR=/work/$RUN_NAME
 here=$(cd "$(dirname "$0")/.." && pwd)
 
 log() { printf '== [pythons] %s\n' "$*" >&2; }
@@ -102,24 +108,25 @@ run() {
   local py; py=$(interpreter "$version")
   [ "$version" = 3.13t ] && setup 3.13t || setup 3.13
   local venv=/opt/venv-$version
+  [ "$RUN_NAME" = iobuf ] || venv=$venv-$RUN_NAME
   [ -x "$CHROOT$venv/bin/python" ] || in_chroot "$py" -m venv "$venv"
-  rm -rf "$CHROOT/work/iobuf" && mkdir -p "$CHROOT/work/iobuf"
-  (cd "$here" && git ls-files -z --cached --others --exclude-standard | tar -cf - --null -T -) | tar -xf - -C "$CHROOT/work/iobuf"
+  rm -rf "${CHROOT:?}$WORKDIR" && mkdir -p "$CHROOT$WORKDIR"
+  (cd "$here" && git ls-files -z --cached --others --exclude-standard | tar -cf - --null -T -) | tar -xf - -C "$CHROOT$WORKDIR"
   local stamp="$CHROOT$venv/.iobuf-deps"
   local want; want=$(sha256sum "$here/pyproject.toml" | cut -d' ' -f1)
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     log "installing iobuf[test] into $venv"
     in_chroot "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >&2
-    in_chroot "$venv/bin/python" -m pip install -q --disable-pip-version-check "/work/iobuf[test]" >&2
+    in_chroot "$venv/bin/python" -m pip install -q --disable-pip-version-check "$WORKDIR[test]" >&2
     echo "$want" > "$stamp"
   fi
   # The tree changes between runs; reinstall the package itself only (fast, no deps).
-  in_chroot "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps --force-reinstall /work/iobuf >&2
+  in_chroot "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps --force-reinstall "$WORKDIR" >&2
   # In a private mount namespace with /proc mounted, as on a real machine (the
   # tests read /proc); the mount goes away with the command.
   unshare --mount --propagation private sh -ec 'mount -t proc proc "$0/proc"; exec chroot "$0" "$@"' "$CHROOT" \
     env -i HOME=/root LANG=C.UTF-8 PATH="$venv/bin:/usr/local/bin:/usr/bin:/bin" \
-    ${CI:+CI=$CI} PYTHONDONTWRITEBYTECODE=1 sh -c 'cd /work/iobuf && exec "$@"' sh "$@"
+    ${CI:+CI=$CI} PYTHONDONTWRITEBYTECODE=1 WORKDIR="$WORKDIR" sh -c 'cd "$WORKDIR" && exec "$@"' sh "$@"
 }
 
 case ${1:-} in

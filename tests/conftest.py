@@ -32,3 +32,16 @@ def contended() -> Iterator[None]:
     sys.setswitchinterval(1e-6)
     yield
     sys.setswitchinterval(old)
+
+
+@pytest.fixture(params=["build", "facets"])
+def hot_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each allocate/drop hot path: the build's own, then the free-threaded one
+    (per-thread facets of the size classes) even on a GIL build. Both are
+    correct on both builds; each build uses one (``BufferPool.try_alloc``)."""
+    if request.param == "facets":
+        from iobuf import BufferPool, IoBufMut
+
+        monkeypatch.setattr(BufferPool, "try_alloc", BufferPool._try_alloc_facets)
+        monkeypatch.setattr(IoBufMut, "__del__", IoBufMut._del_facets)
+    return str(request.param)

@@ -19,8 +19,12 @@ from iobuf import (
     flush_thread_cache,
     page_size,
 )
+from iobuf._size_class import SizeClass
 
 from .helpers import allocated, available, class_stats
+
+# Every test here runs on each hot path: the build's, then the facets (see conftest).
+pytestmark = pytest.mark.usefixtures("hot_path")
 
 MiB = 1 << 20
 
@@ -298,3 +302,43 @@ def test_a_lock_held_by_another_thread_at_fork_time_does_not_hang_the_child() ->
         release.set()
         t.join()
     assert pool.alloc(1024).is_pooled  # the parent is unaffected
+
+
+@needs_fork
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_retires_the_facets_of_the_parents_other_threads() -> None:
+    """A thread of the child may get the ident of one of the parent's other
+    threads: their facets (the free-threaded fast path) must not stay theirs."""
+    pool = BufferPool(BufferPoolConfig.for_network().with_max_per_class(8))
+    mine = pool._thread_facets()
+    theirs: list[IoBufMut] = []
+    their_facets: list[SizeClass] = []
+    ready, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        their_facets.extend(pool._thread_facets())
+        theirs.append(pool.try_alloc(1024))
+        ready.set()
+        done.wait()
+
+    t = threading.Thread(target=hold)
+    t.start()
+    ready.wait()
+    other = their_facets[0]
+    try:
+
+        def child() -> int:
+            ok = other.owner == -1 and other.cache is None
+            ok = ok and mine[0].owner == threading.get_ident() and mine[0].cache is not None
+            # The buffer the parent's other thread held comes back to this thread.
+            theirs.clear()
+            bufs = [pool.try_alloc(1024) for _ in range(8)]  # all 8 buffers, none stranded
+            ok = ok and all(b.is_pooled for b in bufs)
+            return 0 if ok else 3
+
+        assert in_child(child) == 0
+        assert other.owner == t.ident  # the parent is unaffected
+    finally:
+        done.set()
+        t.join()
+    assert other.owner == -1  # retired when its thread exited

@@ -10,9 +10,13 @@ from collections.abc import Callable
 
 import pytest
 
-from iobuf import BufferPool, IoBuf, flush_thread_cache
+from iobuf import BufferPool, IoBuf, IoBufMut, flush_thread_cache
+from iobuf._size_class import _FACET_SHARES, RetireFacets, SizeClass
 
 from .helpers import FREE_THREADED, PAGE, allocated, available, class_stats, config
+
+# Every test here runs on each hot path: the build's, then the facets (see conftest).
+pytestmark = pytest.mark.usefixtures("hot_path")
 
 
 def shared_len(pool: BufferPool, size: int) -> int:
@@ -337,3 +341,218 @@ def test_counts_add_up_after_worker_threads_exit(capacity: int) -> None:
     stats = class_stats(pool, PAGE)
     assert stats.global_free + stats.local_free == stats.created
     assert stats.created <= 32
+
+
+# -- facets (the free-threaded hot path; see _size_class, "Facets") ------------------------
+
+
+def facets_of(pool: BufferPool) -> tuple[SizeClass, ...]:
+    """The calling thread's facets of ``pool``'s classes (made if missing)."""
+    try:
+        kept = pool._local.facets
+    except AttributeError:
+        return pool._thread_facets()
+    assert isinstance(kept[-1], RetireFacets)
+    return tuple(kept[:-1])
+
+
+def test_a_facet_shares_its_class_and_retires_with_its_thread() -> None:
+    """A facet shares all the class's state objects and its thread's cache;
+    the thread's exit retires it: no fast path, no cache held."""
+    pool = BufferPool(config(64, 128, 4, alignment=64).with_scrub_on_return(True))
+    got: list[SizeClass] = []
+
+    def worker() -> None:
+        facets = facets_of(pool)
+        assert facets_of(pool) == facets  # made once per thread
+        for f, cls in zip(facets, pool._classes, strict=True):
+            assert f is not cls and f.primary is cls and cls.primary is None
+            for name in _FACET_SHARES:
+                assert getattr(f, name) is getattr(cls, name), name
+            assert f.owner == threading.get_ident() and f.cache is cls.local.cache
+            assert f.cache_capacity == cls.cache_capacity == -1  # scrubbing: always the slow path
+        got.extend(facets)
+
+    run_in_thread(worker)
+    assert len(got) == 2
+    for f in got:
+        assert f.owner == -1 and f.cache is None
+    # A buffer of a retired facet still finds the dropping thread's cache.
+    mv = got[0]._create()
+    assert mv is not None
+    got[0].give_back(mv)
+    assert local_len(pool, 64) == 1
+    pool.close()
+
+
+def test_a_second_set_of_facets_retires_the_first() -> None:
+    """What a signal handler allocating during the thread's first allocation
+    would do: the tuple it stored is replaced, and its facets retire."""
+    pool = BufferPool(config(64, 64, 4, alignment=64))
+    first = pool._thread_facets()
+    second = pool._thread_facets()
+    assert first[0].owner == -1 and first[0].cache is None
+    assert second[0].owner == threading.get_ident() and facets_of(pool) == second
+
+
+def test_the_pools_death_retires_every_threads_facets() -> None:
+    pool = BufferPool(config(64, 64, 4, alignment=64))
+    facets = facets_of(pool)
+    cls = pool._classes[0]
+    del pool
+    gc.collect()
+    assert facets[0].owner == -1 and facets[0].cache is None
+    assert cls.shared.closed
+
+
+def test_close_reaches_every_facet() -> None:
+    pool = BufferPool(config(64, 64, 4, alignment=64))
+    facets = facets_of(pool)
+    assert facets[0].cache_capacity == pool._classes[0].cache_capacity > 0
+    in_thread: list[SizeClass] = []
+    ready, go = threading.Event(), threading.Event()
+
+    def worker() -> None:
+        in_thread.extend(facets_of(pool))
+        ready.set()
+        go.wait()
+
+    t = threading.Thread(target=worker)
+    t.start()
+    ready.wait()
+    pool.close()
+    assert facets[0].cache_capacity == -1 and in_thread[0].cache_capacity == -1
+    go.set()
+    t.join()
+    del pool._local.facets  # what the thread's exit does
+    assert facets[0].owner == -1 and facets[0].cache is None
+    in_thread.clear()
+    del facets
+    gc.collect()
+    assert not pool._classes[0].facets  # weak references that remove themselves
+
+
+def test_facets_made_while_the_class_closes_end_closed() -> None:
+    """close() racing threads' first allocations: every facet ends at -1."""
+
+    def worker(pool: BufferPool, start: threading.Barrier, made: list[SizeClass]) -> None:
+        start.wait()
+        made.extend(facets_of(pool))
+
+    for _ in range(20):
+        pool = BufferPool(config(64, 64, 64, alignment=64))
+        made: list[SizeClass] = []
+        start = threading.Barrier(5)
+        threads = [threading.Thread(target=worker, args=(pool, start, made)) for _ in range(4)]
+        for t in threads:
+            t.start()
+        start.wait()
+        pool.close()
+        for t in threads:
+            t.join()
+        assert [f.cache_capacity for f in made] == [-1] * 4
+
+
+@pytest.mark.parametrize("how", ["allocating thread", "other thread", "ident reuse"])
+def test_a_buffer_lands_in_exactly_one_place_whoever_drops_it(how: str) -> None:
+    pool = BufferPool(config(64, 64, 8, alignment=64))
+    box: queue.Queue[IoBufMut] = queue.Queue()
+    idents: list[int] = []
+
+    def allocate() -> None:
+        idents.append(threading.get_ident())
+        box.put(pool.try_alloc(64))
+
+    def take_and_drop() -> None:
+        box.get()
+
+    if how == "allocating thread":
+        run_in_thread(lambda: (allocate(), take_and_drop()))
+    elif how == "other thread":
+        allocate()  # the main thread's facet, dropped in a worker
+        run_in_thread(take_and_drop)
+    else:
+        run_in_thread(allocate)
+        buf = box.get()
+        assert buf._cls is not None and buf._cls.owner == -1  # the allocator has exited
+        held = [buf]
+        del buf
+
+        def drop_if_reused() -> bool:
+            if threading.get_ident() != idents[0]:
+                return False
+            held.clear()  # dropped by a thread with the dead allocator's ident
+            return True
+
+        # Threads until one gets the dead allocator's ident (glibc reuses them).
+        if not any(run_in_thread(drop_if_reused) for _ in range(50)):
+            pytest.skip("no thread reused the ident")
+    gc.collect()
+    # Every buffer is free in exactly one place: the shared list (exited threads)
+    # or this thread's cache; none is stranded in a dead thread's cache.
+    stats = class_stats(pool, 64)
+    assert stats.created == 1 and stats.global_free + stats.local_free == 1
+
+
+def test_trim_frees_what_the_facet_path_cached() -> None:
+    pool = BufferPool(config(64, 64, 8, alignment=64))
+    bufs = [pool.try_alloc(64) for _ in range(4)]
+    bufs.clear()
+    assert local_len(pool, 64) == 4
+    assert pool.trim() == 4 * 64
+    stats = class_stats(pool, 64)
+    assert (stats.created, stats.global_free, stats.local_free) == (0, 0, 0)
+    assert facets_of(pool)[0].cache == []
+
+
+def test_under_threads() -> None:
+    pool = BufferPool(config(64, 128, 16, alignment=64))
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            for i in range(2000):
+                a = pool.try_alloc(64 if i % 2 else 128)
+                b = pool.try_alloc(100)
+                del a
+                b.put_slice(b"x")
+                frozen = b.freeze()
+                del frozen
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    gc.collect()
+    for size in (64, 128):
+        stats = class_stats(pool, size)
+        assert stats.global_free + stats.local_free == stats.created
+
+
+def test_after_fork_the_child_retires_other_threads_facets() -> None:
+    """CPython usually clears the parent's other threads in the child (which
+    retires their facets); the class's after-fork hook does it regardless."""
+    pool = BufferPool(config(64, 64, 4, alignment=64))
+    mine = facets_of(pool)[0]
+    theirs: list[SizeClass] = []
+    ready, done = threading.Event(), threading.Event()
+
+    def worker() -> None:
+        theirs.extend(facets_of(pool))
+        ready.set()
+        done.wait()
+
+    t = threading.Thread(target=worker)
+    t.start()
+    ready.wait()
+    try:
+        pool._classes[0].after_fork_in_child()  # what the child runs
+        assert theirs[0].owner == -1 and theirs[0].cache is None
+        assert mine.owner == threading.get_ident() and mine.cache is not None
+    finally:
+        done.set()
+        t.join()

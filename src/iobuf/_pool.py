@@ -42,8 +42,9 @@ from typing import Any
 
 from ._config import BufferPoolConfig
 from ._errors import Exhausted, Oversized, PoolClosed, PoolError, check_nonneg, check_size
+from ._memory import FREE_THREADED
 from ._metrics import OversizedCounter, PoolCollector, check_namespace
-from ._size_class import FREE_REFS, LocalCache, SizeClass
+from ._size_class import FREE_REFS, LocalCache, RetireFacets, SizeClass
 from ._views import IoBufMut
 
 _new = object.__new__
@@ -134,6 +135,7 @@ class BufferPool:
         "_registry",
         "_collector",
         "_close_lock",
+        "_local",
         "__weakref__",
     )
 
@@ -145,6 +147,9 @@ class BufferPool:
         namespace: str = "",
     ) -> None:
         self._closed = True  # until fully built, so __del__ of a failed build does nothing
+        # Per thread: ``facets``, that thread's facet of every class and then
+        # their RetireFacets (free-threaded hot path; see _size_class, "Facets").
+        self._local = threading.local()
         self._close_lock = threading.Lock()
         if config is None:
             config = BufferPoolConfig.for_network()
@@ -197,7 +202,49 @@ class BufferPool:
 
     # -- allocation ------------------------------------------------------------
 
-    def try_alloc(self, capacity: int) -> IoBufMut:
+    # The allocation hot path, per build like IoBufMut.__del__: free-threaded
+    # builds go through the calling thread's facet of the class, so that nothing
+    # on the way is an object other threads use (see _size_class, "Facets");
+    # GIL builds keep the class's threading.local, which is cheaper there.
+    def _try_alloc_facets(self, capacity: int) -> IoBufMut:
+        """A pooled buffer with ``len == 0`` and ``capacity`` = the class size.
+
+        Raises :class:`~iobuf.Oversized` above ``max_size`` and
+        :class:`~iobuf.Exhausted` when the class is at ``max_per_class`` with
+        nothing free. Requests below ``pool_min_size`` bypass the pool: an
+        untracked aligned buffer of capacity ``max(capacity, 1)``.
+        """
+        if capacity.__class__ is not int:
+            capacity = check_size("capacity", capacity)
+        if capacity <= self._min_size:
+            if capacity < self._bypass_below:  # also every negative request
+                return self._bypass(capacity, 0)
+            index = 0
+        elif capacity > self._max_size:
+            raise self._oversized()
+        else:
+            index = (capacity - 1).bit_length() - self._min_shift
+        # This thread's facet of the class, then pop its cache, else take the slow road.
+        try:
+            cls = self._local.facets[index]
+        except AttributeError:
+            cls = self._thread_facets()[index]
+        cache = cls.cache
+        assert cache is not None
+        mv = cache.pop() if cache else cls.refill(cache)
+        # Exhausted, or still reachable from somewhere (never hand that out).
+        if mv is None or _getrefcount(mv) > FREE_REFS:
+            mv = self._take_slow(cls, mv, cache)
+        buf = _new(IoBufMut)
+        buf._mv = mv
+        buf._pos = 0
+        buf._len = 0
+        buf._cls = cls
+        buf._aux = None
+        buf._grow = False
+        return buf
+
+    def _try_alloc_local(self, capacity: int) -> IoBufMut:
         """A pooled buffer with ``len == 0`` and ``capacity`` = the class size.
 
         Raises :class:`~iobuf.Oversized` above ``max_size`` and
@@ -232,6 +279,10 @@ class BufferPool:
         buf._aux = None
         buf._grow = False
         return buf
+
+    # What ``pool.try_alloc`` is on this build (both are correct on both; tests
+    # run the free-threaded one on GIL builds too).
+    try_alloc = _try_alloc_facets if FREE_THREADED else _try_alloc_local
 
     def alloc(self, capacity: int) -> IoBufMut:
         """Like :meth:`try_alloc`, but an oversized request or an exhausted class
@@ -283,6 +334,12 @@ class BufferPool:
         return 1 << (n - 1).bit_length()
 
     # -- slow paths ------------------------------------------------------------
+
+    def _thread_facets(self) -> tuple[SizeClass, ...]:
+        """The calling thread's first allocation: make its facet of every class."""
+        facets = tuple(cls.facet() for cls in self._classes)
+        self._local.facets = (*facets, RetireFacets(facets))
+        return facets
 
     def _check_open(self) -> None:
         if self._closed:

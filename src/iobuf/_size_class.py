@@ -45,7 +45,7 @@ free-threaded builds (3.13t, where the suite and the 4 x 50,000-operation
 stress test run in CI):
 
 - ``LocalCache``: touched only by its own thread (reached through the class's
-  ``threading.local``), so it needs nothing.
+  ``threading.local``, or its facet's ``cache``), so it needs nothing.
 - ``Shared.stripes`` and ``suspects``: single ``list`` calls, each holding the
   list's per-object lock; a probe that loses a race sees ``IndexError``.
 - ``created`` (the ``max_per_class`` limit) and ``exhausted``: read-modify-write
@@ -68,6 +68,65 @@ stress test run in CI):
 - Blocks come from ``_memory.aligned_block``, which on free-threaded builds
   puts them behind a ``ctypes`` array so that ``_views`` never has to slice a
   memoryview another thread may use (python/cpython#155606).
+- Facets: see next.
+
+Facets (the free-threaded hot path)
+-----------------------------------
+On a free-threaded build a thread changes the reference count of an object it
+did not create with an atomic operation on a shared field; two threads doing
+that to one object at once bounce its cache line between cores. The GIL
+build's allocate/drop path touches the class and its ``threading.local`` on
+every call from every thread (``buf._cls = cls``, ``cls.local.cache``,
+``cls.cache_capacity``), which capped two threads at ~1.25x one. So on
+free-threaded builds (``BufferPool._try_alloc_facets`` and
+``IoBufMut._del_facets``; GIL builds keep ``_try_alloc_local`` and
+``_del_local``, cheaper there) each thread allocates through its own *facet*
+of each class: a ``SizeClass`` that thread made (:meth:`SizeClass.facet`), so
+its reference count is that thread's own. A facet shares the class's state
+objects themselves (``shared``, ``local``, ``addresses``, ``suspects``,
+``origins``, ...: ``_FACET_SHARES``) and has its own:
+
+- ``cache``: the thread's :class:`LocalCache` of the class, the very object in
+  ``local``, so ``trim()``, ``close()``, :func:`flush_thread_cache` and the
+  thread's exit see what the facet path parked;
+- ``owner``: the thread's ident, or -1 once retired;
+- ``cache_capacity``: the class's, which is -1 from the start for scrubbing
+  or tracking classes (every return takes the slow path, as for the class)
+  and which ``close()`` sets to -1 on every facet too, through the class's
+  ``facets``;
+- ``primary``: the class, so a buffer keeps it alive as before.
+
+The class's own ``cache``/``owner`` are None/-1 (it is nobody's facet), and
+its ``facets`` is a set of weak references to its facets that remove
+themselves. A pool keeps each thread's facets in its ``threading.local``: one
+tuple, the facets and then a :class:`RetireFacets`. A buffer's ``_cls`` is
+the facet that allocated it; its drop appends to ``cache`` only when
+``owner`` is the dropping thread's ident, and otherwise (another thread's
+facet, or a retired one) calls ``give_back``, which finds the dropping
+thread's cache through ``local`` as on GIL builds.
+
+Retiring (:func:`retire_facet`: ``owner = -1``, then ``cache = None``)
+happens when the pool's ``threading.local`` entry of the thread dies
+(``RetireFacets.__del__``): at the thread's exit, in that thread, before its
+ident can be reused; or when the pool dies, from whichever thread drops it.
+In a forked child, :meth:`SizeClass.after_fork_in_child` retires the facets
+of the parent's other threads, whose idents the child's threads may get.
+
+What each relies on, on free-threaded builds:
+
+- ``owner`` and ``cache``: single slot stores and loads. Only the owning
+  thread passes the owner check: no other live thread has its ident, and a
+  thread that reuses an ident starts after the old thread's exit retired its
+  facets. The drop loads ``cache`` before ``owner`` and retiring stores them
+  in the other order, so a passing check never finds ``cache`` None; if the
+  pool's death retires a facet while its own thread drops a buffer, that
+  thread appends to a cache that is still its own (``local`` holds it).
+- ``cache_capacity`` of facets: as for the class (see ``closed`` above). A
+  facet made while the class closes registers in ``facets`` and copies the
+  class's limit under the class's lock, under which ``close()`` stores -1 in
+  the class and then in every facet it finds: either way it ends at -1.
+- ``facets``: ``set.add``, ``set.discard`` (weak reference callbacks, from
+  any thread) and ``list(set)`` are each atomic.
 """
 
 from __future__ import annotations
@@ -84,7 +143,7 @@ from typing import Any
 from ._memory import address_of, aligned_block
 from ._views import make_export_type
 
-__all__ = ["LocalCache", "SizeClass", "flush_thread_cache"]
+__all__ = ["LocalCache", "RetireFacets", "SizeClass", "flush_thread_cache"]
 
 # Below this capacity a thread cache moves one buffer at a time: batching a
 # half of 1-3 entries would not amortise anything (the seed's MIN_TLS_BATCH_CAPACITY).
@@ -101,6 +160,8 @@ _live_classes: set[weakref.ref[SizeClass]] = set()
 # this runs on return paths that finalizers and signal handlers reach.
 _thread_ids = itertools.count()
 _getrefcount = sys.getrefcount
+_get_ident = threading.get_ident
+_new_object = object.__new__
 
 
 def _calibrate_free_refs() -> int:
@@ -268,6 +329,10 @@ class SizeClass:
         "export_type",
         "addresses",
         "suspects",
+        "cache",
+        "owner",
+        "facets",
+        "primary",
         "__weakref__",
     )
 
@@ -301,6 +366,12 @@ class SizeClass:
         self.addresses: dict[int, int] = {}
         # Buffers something still referenced when they were about to be handed out.
         self.suspects: list[memoryview] = []
+        # The class itself is no thread's facet: its drops always take give_back.
+        self.cache: LocalCache | None = None
+        self.owner = -1
+        # Weak references to this class's per-thread facets (see facet()).
+        self.facets: set[weakref.ref[SizeClass]] = set()
+        self.primary: SizeClass | None = None  # a facet's: the class it is a facet of
         _live_classes.add(weakref.ref(self, _live_classes.discard))
         if prefill:
             shared = self.shared
@@ -308,6 +379,25 @@ class SizeClass:
             shared.created = max_buffers
             for i, mv in enumerate(blocks):
                 shared.stripes[i & shared.mask].append(mv)
+
+    def facet(self) -> SizeClass:
+        """A new facet of this class for the calling thread (see "Facets" above)."""
+        f: SizeClass = _new_object(SizeClass)
+        for name in _FACET_SHARES:
+            setattr(f, name, getattr(self, name))
+        f.primary = self  # buffers keep the class itself alive, as before
+        f.owner = -1
+        try:
+            f.cache = self.local.cache
+        except AttributeError:
+            f.cache = self.init_cache()
+        # Under the lock close() stores its -1s under: this facet either is in
+        # close()'s snapshot of ``facets`` or reads the class's -1 here.
+        with self.shared._lock:
+            self.facets.add(weakref.ref(f, self.facets.discard))
+            f.cache_capacity = self.cache_capacity
+        f.owner = _get_ident()
+        return f
 
     def _new_block(self) -> memoryview:
         mv = aligned_block(self.size, self.alignment)
@@ -459,8 +549,15 @@ class SizeClass:
         return len(doomed)
 
     def after_fork_in_child(self) -> None:
-        """New locks: another thread of the parent may have held them at fork time."""
+        """New locks: another thread of the parent may have held them at fork time.
+        Retire the facets of the parent's other threads: a thread of the child
+        may get one of their idents."""
         self.shared._lock = threading.RLock()
+        me = _get_ident()
+        for ref in list(self.facets):
+            f = ref()
+            if f is not None and f.owner != me:
+                retire_facet(f)
 
     def local_len(self) -> int:
         cache: LocalCache | None = getattr(self.local, "cache", None)
@@ -475,7 +572,12 @@ class SizeClass:
         """Refuse further parking, free the shared free buffers and the caller's cache."""
         shared = self.shared
         shared.closed = True
-        self.cache_capacity = -1
+        with shared._lock:  # see facet()
+            self.cache_capacity = -1
+            for ref in list(self.facets):
+                f = ref()
+                if f is not None:
+                    f.cache_capacity = -1
         cache: LocalCache | None = getattr(self.local, "cache", None)
         dropped = shared.drain()
         dropped += self.suspects
@@ -485,6 +587,44 @@ class SizeClass:
             del cache[:]
         for mv in dropped:
             self.addresses.pop(id(mv), None)
+
+
+# What a facet copies from its class at creation (the same objects, so shared
+# state stays shared); ``cache``, ``owner``, ``primary`` and ``cache_capacity``
+# are its own.
+_FACET_SHARES = tuple(
+    name
+    for name in SizeClass.__slots__
+    if name not in {"cache", "owner", "primary", "cache_capacity", "__weakref__"}
+)
+
+
+def retire_facet(f: SizeClass) -> None:
+    """Take a facet off the fast path for good: its drops go through give_back."""
+    f.owner = -1  # before the cache: IoBufMut.__del__ reads them in the other order
+    f.cache = None
+
+
+class RetireFacets:
+    """Kept with one thread's facets of a pool's classes, as the last item of
+    the tuple in the pool's ``threading.local``: when that dies (the thread
+    exits, or the pool goes) the facets are retired, so a drop never takes the
+    fast path into a cache nobody flushes (a new thread may reuse the ident),
+    and the facets let go of the thread's caches (each flushes itself when its
+    last holder goes). One tuple, stored in one step: a signal handler that
+    allocates while the first allocation builds it at worst retires its own."""
+
+    __slots__ = ("facets",)
+
+    def __init__(self, facets: tuple[SizeClass, ...]) -> None:
+        self.facets = facets
+
+    def __del__(self) -> None:
+        # retire_facet inlined: at interpreter exit this module's globals may
+        # already be gone (None) when a thread's locals are cleared.
+        for f in self.facets:
+            f.owner = -1
+            f.cache = None
 
 
 def _after_fork_in_child() -> None:

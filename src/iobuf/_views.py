@@ -109,6 +109,7 @@ if TYPE_CHECKING:
 __all__ = ["IoBuf", "IoBufMut", "make_export_type"]
 
 _getrefcount = sys.getrefcount
+_get_ident = threading.get_ident
 _new = object.__new__
 
 # Marks an untracked owner that handed out at least one view.
@@ -659,9 +660,40 @@ class IoBufMut:
             f"IoBufMut(len={len(self)}, capacity={self.capacity}, {kind}, data={_preview(self._read_view())})"
         )
 
-    def __del__(self) -> None:
-        # The drop hot path: push straight onto this thread's cache when the
-        # buffer is directly owned, exported no view and the cache has room.
+    # The drop hot path: push straight onto this thread's cache when the
+    # buffer is directly owned, exported no view and the cache has room.
+    # Free-threaded builds: ``_cls`` is the allocating thread's facet of the
+    # class (see _size_class, "Facets"). Both versions are correct on both builds.
+    def _del_facets(self) -> None:
+        try:
+            cls = self._cls
+            if cls is None:
+                return
+            self._cls = None  # a second __del__ call must not return the buffer twice
+            aux = self._aux
+            if aux is None:
+                # The facet's cache is this thread's if this thread owns the
+                # facet; no object other threads use is touched on the way
+                # (each would be a contended atomic reference count). The
+                # cache is read first: a facet is retired by storing
+                # ``owner`` before ``cache``.
+                cache = cls.cache
+                if cls.owner == _get_ident():
+                    assert cache is not None
+                    if len(cache) < cls.cache_capacity:
+                        cache.append(self._mv)
+                    else:
+                        cls.give_back_full(cache, self._mv)
+                else:  # another thread's facet, or a retired one
+                    cls.give_back(self._mv)
+            else:
+                _release(cls, self._mv, aux)
+        except Exception:  # interpreter teardown or partial init: nothing to return to
+            pass
+
+    def _del_local(self) -> None:
+        # With a GIL the class's threading.local is cheaper than the facet's
+        # owner check (a get_ident() call).
         try:
             cls = self._cls
             if cls is None:
@@ -682,6 +714,8 @@ class IoBufMut:
                 _release(cls, self._mv, aux)
         except Exception:  # interpreter teardown or partial init: nothing to return to
             pass
+
+    __del__ = _del_facets if FREE_THREADED else _del_local
 
 
 class IoBuf:
