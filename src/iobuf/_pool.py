@@ -25,6 +25,11 @@ each counter with one attribute load (a snapshot may be a moment old, never
 torn). The allocation gate's ``sys.getrefcount`` sums the local and shared
 reference counts there, so it stays exact (or conservative while a release is
 queued for merging).
+
+Free-threaded builds allocate through the calling thread's facets of the
+classes (``_try_alloc_facets``), kept in ``_local``, the pool's
+``threading.local``: one tuple per thread, made by its first allocation and
+stored in one step, whose death retires them (see ``_size_class``, "Facets").
 """
 
 from __future__ import annotations
