@@ -556,3 +556,48 @@ def test_after_fork_the_child_retires_other_threads_facets() -> None:
     finally:
         done.set()
         t.join()
+
+
+@pytest.mark.parametrize("order", ["pool_first", "finalizer_first"])
+def test_allocating_in_a_threads_teardown_loses_nothing(order: str) -> None:
+    """A finalizer in the thread's own threading.local allocates while the thread
+    tears down (its pool facets already retired). Nothing may be parked in a cache
+    nobody flushes, even when a later thread gets the dead thread's ident."""
+    pool = BufferPool(config(PAGE, PAGE, 64, thread_cache_capacity=8))
+    user_local = threading.local()
+    escaped: list[IoBufMut] = []
+
+    class Goodbye:
+        def __del__(self) -> None:
+            b = pool.try_alloc(PAGE)  # say, a last message
+            del b
+            escaped.append(pool.try_alloc(PAGE))  # and one handed to another thread
+
+    def worker() -> None:
+        if order == "pool_first":
+            b = pool.try_alloc(PAGE)
+            del b
+            user_local.goodbye = Goodbye()
+        else:
+            user_local.goodbye = Goodbye()
+            b = pool.try_alloc(PAGE)
+            del b
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    gc.collect()
+    assert len(escaped) == 1
+    # Drop the escaped buffer in a thread with the dead thread's ident when we get one.
+    for _ in range(50):
+        x = threading.Thread(target=escaped.clear)
+        x.start()
+        x.join()
+        if not escaped:
+            break
+    escaped.clear()
+    gc.collect()
+    flush_thread_cache()
+    stats = class_stats(pool, PAGE)
+    assert stats.created == stats.global_free + stats.local_free, stats
+    assert all(f.owner != t.ident for ref in list(pool._classes[0].facets) if (f := ref()) is not None)

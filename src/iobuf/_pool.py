@@ -49,7 +49,7 @@ from ._config import BufferPoolConfig
 from ._errors import Exhausted, Oversized, PoolClosed, PoolError, check_nonneg, check_size
 from ._memory import FREE_THREADED
 from ._metrics import OversizedCounter, PoolCollector, check_namespace
-from ._size_class import FREE_REFS, LocalCache, RetireFacets, SizeClass
+from ._size_class import FREE_REFS, LocalCache, RetireFacets, SizeClass, _thread_is_finishing
 from ._views import IoBufMut
 
 _new = object.__new__
@@ -233,6 +233,10 @@ class BufferPool:
         try:
             cls = self._local.facets[index]
         except AttributeError:
+            if _thread_is_finishing():
+                # Teardown (a finalizer in the thread's own locals): its facets
+                # are retired, and new ones would never be; the plain path copes.
+                return self._try_alloc_local(capacity)
             cls = self._thread_facets()[index]
         cache = cls.cache
         assert cache is not None

@@ -110,7 +110,12 @@ happens when the pool's ``threading.local`` entry of the thread dies
 (``RetireFacets.__del__``): at the thread's exit, in that thread, before its
 ident can be reused; or when the pool dies, from whichever thread drops it.
 In a forked child, :meth:`SizeClass.after_fork_in_child` retires the facets
-of the parent's other threads, whose idents the child's threads may get.
+of the parent's other threads, whose idents the child's threads may get. A
+thread makes no facets once it is finishing (:func:`_thread_is_finishing`):
+an allocation from its teardown (a finalizer in its own ``threading.local``)
+would otherwise make facets whose retirement never runs, parking buffers in a
+cache nobody flushes under an ident a later thread may get; it takes the
+GIL-build path instead.
 
 What each relies on, on free-threaded builds:
 
