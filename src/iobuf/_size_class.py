@@ -77,7 +77,8 @@ did not create with an atomic operation on a shared field; two threads doing
 that to one object at once bounce its cache line between cores. The GIL
 build's allocate/drop path touches the class and its ``threading.local`` on
 every call from every thread (``buf._cls = cls``, ``cls.local.cache``,
-``cls.cache_capacity``), which capped two threads at ~1.25x one. So on
+``cls.cache_capacity``), which held two threads near the speed of one
+(measured figures: docs/performance.md). So on
 free-threaded builds (``BufferPool._try_alloc_facets`` and
 ``IoBufMut._del_facets``; GIL builds keep ``_try_alloc_local`` and
 ``_del_local``, cheaper there) each thread allocates through its own *facet*

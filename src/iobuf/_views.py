@@ -612,24 +612,17 @@ class IoBufMut:
             # No cast: bytes() copies any format, and "<B" is one fewer view.
             return bytes(memoryview(self._mv.obj)[self._pos : self._len])
 
-        def __eq__(self, other: object) -> bool:
-            try:
-                theirs = _as_bytes(other, "other")
-            except TypeError:
-                return NotImplemented
-            return self._read_view() == theirs
-
     else:
 
         def __bytes__(self) -> bytes:
             return bytes(self._mv[self._pos : self._len])
 
-        def __eq__(self, other: object) -> bool:
-            try:
-                theirs = _as_bytes(other, "other")
-            except TypeError:
-                return NotImplemented
-            return self._mv[self._pos : self._len] == theirs
+    def __eq__(self, other: object) -> bool:
+        try:
+            theirs = _as_bytes(other, "other")
+        except TypeError:
+            return NotImplemented
+        return self._read_view() == theirs
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -965,24 +958,17 @@ class IoBuf:
             # No cast: bytes() copies any format, and "<B" is one fewer view.
             return bytes(memoryview(self._mv.obj)[self._start : self._end])
 
-        def __eq__(self, other: object) -> bool:
-            try:
-                theirs = _as_bytes(other, "other")
-            except TypeError:
-                return NotImplemented
-            return self._read_view() == theirs
-
     else:
 
         def __bytes__(self) -> bytes:
             return bytes(self._mv[self._start : self._end])
 
-        def __eq__(self, other: object) -> bool:
-            try:
-                theirs = _as_bytes(other, "other")
-            except TypeError:
-                return NotImplemented
-            return self._mv[self._start : self._end] == theirs
+    def __eq__(self, other: object) -> bool:
+        try:
+            theirs = _as_bytes(other, "other")
+        except TypeError:
+            return NotImplemented
+        return self._read_view() == theirs
 
     def __hash__(self) -> int:
         return hash(bytes(self))

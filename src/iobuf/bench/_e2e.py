@@ -68,7 +68,8 @@ async def _receive(kind: str, total: int, frame: int, pool: iobuf.BufferPool) ->
     done: asyncio.Future[float] = asyncio.get_running_loop().create_future()
     frames = total // frame
 
-    async def pooled(reader: iobuf.PooledReader, writer: iobuf.PooledWriter) -> None:
+    async def receive(reader: Any, writer: Any) -> None:
+        """The same handler for both: PooledReader/Writer and StreamReader/Writer."""
         start = time.perf_counter()
         try:
             for _ in range(frames):
@@ -81,24 +82,11 @@ async def _receive(kind: str, total: int, frame: int, pool: iobuf.BufferPool) ->
             done.set_result(time.perf_counter() - start)
         writer.close()
 
-    async def stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        start = time.perf_counter()
-        try:
-            for _ in range(frames):
-                data = await reader.readexactly(frame)
-                if len(data) != frame:
-                    raise AssertionError("short frame")
-        except Exception as exc:
-            done.set_exception(exc)
-        else:
-            done.set_result(time.perf_counter() - start)
-        writer.close()
-
     server: asyncio.Server
     if kind.startswith("iobuf"):
-        server = await iobuf.start_server(pooled, "127.0.0.1", 0, pool=pool)
+        server = await iobuf.start_server(receive, "127.0.0.1", 0, pool=pool)
     else:
-        server = await asyncio.start_server(stream, "127.0.0.1", 0)
+        server = await asyncio.start_server(receive, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     sender = subprocess.Popen(  # noqa: S603 - our own interpreter and a fixed command
         [sys.executable, "-c", f"from iobuf.bench._e2e import _send; _send({port}, {total})"],
