@@ -9,6 +9,9 @@ Usage::
                                      # (about 2 minutes; --e2e --quick: 64 MiB each, 1 round)
     python -m iobuf.bench --ops      # cost of scrub_on_return and track_allocations per size,
                                      # and RSS around a 256 MiB burst and trim() (about 30 s)
+    python -m iobuf.bench --scaling  # two threads vs one vs two processes, 64 KiB allocate+drop,
+                                     # pooled and bytearray, 16 interleaved rounds (about 2 minutes;
+                                     # --scaling --base DIR adds the iobuf package found in DIR)
 
 Writes ``bench-results/results.json`` and, when matplotlib is installed
 (``pip install 'iobuf[bench]'``), ``bench-results/alloc.png``; prints the
@@ -29,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import _e2e, _ops
+from . import _e2e, _ops, _scaling
 from ._cells import available_approaches, run_cell
 from ._freelists import FREELISTS, run_freelist_cell
 from ._quick import format_table, measure_cycles
@@ -96,7 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, help="passes over all cells (default 3, --quick 1)")
     parser.add_argument("--e2e", action="store_true", help="end-to-end socket and file throughput")
     parser.add_argument("--ops", action="store_true", help="scrub/tracking costs and trim's RSS effect")
+    parser.add_argument("--scaling", action="store_true", help="two threads vs one vs two processes")
+    parser.add_argument("--base", type=Path, help="with --scaling: a directory holding an older iobuf")
     parser.add_argument("--cell", help=argparse.SUPPRESS)
+    parser.add_argument("--scaling-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     single = _single_mode(args)
@@ -166,8 +172,13 @@ def _single_mode(args: argparse.Namespace) -> int | None:
         runner = run_freelist_cell if spec["kind"] == "freelist" else run_cell
         print(json.dumps(runner(spec)))
         return 0
+    if args.scaling_child:
+        print(json.dumps(_scaling.child(json.loads(args.scaling_child))))
+        return 0
     if args.e2e:
         return _run_e2e(args.quick, args.rounds, args.out)
+    if args.scaling:
+        return _run_scaling(args)
     if args.ops:
         return _run_ops(args.quick, args.out)
     if args.inline:
@@ -207,6 +218,23 @@ def _run_ops(quick: bool, out: Path) -> int:
     (out / "ops.json").write_text(json.dumps({"meta": meta, "costs": rows, "trim": trim}, indent=1))
     print(_ops.render(rows, trim))
     print(f"\nwrote {out / 'ops.json'}")
+    return 0
+
+
+def _run_scaling(args: argparse.Namespace) -> int:
+    if args.base is not None and not (args.base / "iobuf" / "__init__.py").is_file():
+        raise SystemExit(f"--base {args.base}: expected an iobuf package at {args.base / 'iobuf'}")
+    rounds = args.rounds or (3 if args.quick else 16)
+    target_ms = args.target_ms or (10.0 if args.quick else 40.0)
+    print(f"iobuf scaling benchmark: {rounds} rounds", file=sys.stderr)
+    result = _scaling.run(
+        rounds, target_ms=target_ms, base=args.base, log=lambda line: print(line, file=sys.stderr)
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    result["summary"] = _scaling.summarize(result)
+    (args.out / "scaling.json").write_text(json.dumps(result, indent=1))
+    print(_scaling.render(result))
+    print(f"\nwrote {args.out / 'scaling.json'}")
     return 0
 
 

@@ -213,13 +213,18 @@ def _spin(i: int, tid: int) -> None:
         pass
 
 
-def _run_threads(steps: list[Callable[[int], None]], n: int, staggered: bool) -> float:
-    """Wall-clock ns per iteration with every thread doing ``n`` steps."""
-    start = threading.Barrier(len(steps) + 1)
+def _run_threads(makers: list[Callable[[], Callable[[int], None]]], n: int, staggered: bool) -> float:
+    """Wall-clock ns per iteration with every thread doing ``n`` steps.
+
+    Each thread builds its step with its maker, in that thread, before the
+    start barrier: see :func:`_own_copy`.
+    """
+    start = threading.Barrier(len(makers) + 1)
     errors: list[BaseException] = []
 
-    def worker(tid: int, step: Callable[[int], None]) -> None:
+    def worker(tid: int, make: Callable[[], Callable[[int], None]]) -> None:
         try:
+            step = make()
             start.wait()
             if staggered:
                 for i in range(n):
@@ -230,11 +235,15 @@ def _run_threads(steps: list[Callable[[int], None]], n: int, staggered: bool) ->
                     step(i)
         except BaseException as exc:  # reported by the caller
             errors.append(exc)
+            start.abort()
 
-    threads = [threading.Thread(target=worker, args=(t, s)) for t, s in enumerate(steps)]
+    threads = [threading.Thread(target=worker, args=(t, m)) for t, m in enumerate(makers)]
     for t in threads:
         t.start()
-    start.wait()
+    try:
+        start.wait()
+    except threading.BrokenBarrierError:
+        pass  # a worker failed before the start: its error is raised below
     t0 = time.perf_counter_ns()
     for t in threads:
         t.join()
@@ -252,9 +261,28 @@ def _run_single(step: Callable[[int], None], n: int) -> float:
 
 
 def _own_copy(alloc: Callable[[], Any]) -> Callable[[], Any]:
+    """``alloc`` rebuilt from objects the calling thread creates (call it in the thread that steps).
+
+    On free-threaded builds an object's reference count is cheap only for the
+    thread that created it; any other thread changes it with atomics, and two
+    threads doing so bounce its cache line. Objects the main thread built for
+    both workers side by side (the partials, the step closures) even share
+    cache lines while being distinct. So each thread gets its own partial and,
+    for int arguments, its own int: the size of a real call site is either a
+    literal (immortal on 3.13t) or computed in the calling thread, never one
+    parsed object shared by all threads.
+    """
     if isinstance(alloc, functools.partial):
-        return functools.partial(alloc.func, *alloc.args, **alloc.keywords)
+        args = tuple(int(str(a)) if type(a) is int else a for a in alloc.args)
+        return functools.partial(alloc.func, *args, **alloc.keywords)
     return alloc
+
+
+def step_makers(
+    alloc: Callable[[], Any], view: Callable[[Any], Any], size: int, touch: bool, threads: int
+) -> list[Callable[[], Callable[[int], None]]]:
+    """One maker per thread; each builds that thread's step where it is called."""
+    return [lambda: _make_step(_own_copy(alloc), view, size, touch) for _ in range(threads)]
 
 
 def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
@@ -265,15 +293,13 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     target_ns = float(spec.get("target_ms", 40.0)) * 1e6
     repeats = int(spec.get("repeats", 5))
     alloc, view = APPROACHES[spec["approach"]](size, threads)
-    # Each thread calls its own callable, as each thread of a program would
-    # bind its own: one shared partial would be an object both threads
-    # reference-count on every call, contended on free-threaded builds.
-    steps = [_make_step(_own_copy(alloc), view, size, bool(spec["touch"])) for _ in range(threads)]
+    makers = step_makers(alloc, view, size, bool(spec["touch"]), threads)
+    single = makers[0]() if threads == 1 else None
 
     def run(n: int) -> float:
-        if threads == 1:
-            return _run_single(steps[0], n)
-        return _run_threads(steps, n, pattern == "staggered")
+        if single is not None:
+            return _run_single(single, n)
+        return _run_threads(makers, n, pattern == "staggered")
 
     n, samples = calibrated_samples(run, target_ns, repeats)
     return {**spec, "iterations": n, "samples_ns": samples}
