@@ -186,7 +186,7 @@ def test_scaling_runs_threads_and_real_processes(tmp_path: Path, capsys: pytest.
     out = tmp_path / "out"
     assert main(["--scaling", "--rounds", "1", "--target-ms", "2", "--out", str(out)]) == 0
     data = json.loads((out / "scaling.json").read_text())
-    modes = ("single", "lockstep", "staggered", "processes")
+    modes = ("single", "single_staggered", "lockstep", "staggered", "processes")
     assert set(data["values_ns"]) == {f"{v}@main/{m}" for v in ("pooled", "bytearray") for m in modes}
     assert all(len(v) == 1 and v[0] > 0 for v in data["values_ns"].values())
     for key, rounds in data["pids"].items():
@@ -210,6 +210,7 @@ def _scaling_result(pooled: tuple[float, float], peer: tuple[float, float]) -> d
     values: dict[str, list[float]] = {}
     for variant, (one, two) in (("pooled@main", pooled), ("bytearray@main", peer)):
         values |= {f"{variant}/single": [one, one], f"{variant}/lockstep": [two, two]}
+        values |= {f"{variant}/single_staggered": [one, one]}
         values |= {f"{variant}/staggered": [two, two], f"{variant}/processes": [one, one]}
     return {"values_ns": values}
 

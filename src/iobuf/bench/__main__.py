@@ -222,8 +222,12 @@ def _run_ops(quick: bool, out: Path) -> int:
 
 
 def _run_scaling(args: argparse.Namespace) -> int:
-    if args.base is not None and not (args.base / "iobuf" / "__init__.py").is_file():
-        raise SystemExit(f"--base {args.base}: expected an iobuf package at {args.base / 'iobuf'}")
+    # The base's own harness runs its cells (PYTHONPATH swaps the whole package),
+    # so it must be a tree that has one.
+    if args.base is not None and not (args.base / "iobuf" / "bench" / "_scaling.py").is_file():
+        raise SystemExit(
+            f"--base {args.base}: expected an iobuf package with the scaling harness at {args.base / 'iobuf'}"
+        )
     rounds = args.rounds or (3 if args.quick else 16)
     target_ms = args.target_ms or (10.0 if args.quick else 40.0)
     print(f"iobuf scaling benchmark: {rounds} rounds", file=sys.stderr)

@@ -67,7 +67,8 @@ def _thread_table(results: Sequence[Result]) -> str:
         )
     lines.append(
         "(ns per step; 2-thread figures are wall time per per-thread step; "
-        "agg = 2-thread throughput / 1-thread)"
+        "agg = 2-thread throughput / 1-thread; the staggered time includes its spin and the "
+        "1-thread time does not, so its agg is a lower bound: --scaling measures it properly)"
     )
     return "\n".join(lines)
 

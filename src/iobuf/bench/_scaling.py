@@ -3,9 +3,12 @@
 The question is how much of a second core two threads of allocate+drop get. On
 a shared or virtualised machine the answer moves with the neighbours, so each
 round runs, in shuffled order and each in fresh processes, for every approach
-(``pooled``, ``bytearray``; optionally ``pooled`` from an older tree):
+(``pooled``, ``bytearray``; with ``base``, also ``pooled`` from another tree, whose own
+harness runs its cells):
 
-* ``single``: one thread;
+* ``single``: one thread; ``single_staggered``: one thread with the
+  staggered pattern's spin after each step (the baseline for ``staggered``,
+  whose time per iteration includes that spin);
 * ``lockstep`` and ``staggered``: two threads of one process (the seed's
   patterns, as in :mod:`._cells`);
 * ``processes``: two processes of one thread each, released together before
@@ -16,8 +19,8 @@ Every cell runs the same fixed iteration count per thread (calibrated once per
 approach at the start) and ``repeats`` repeats; a cell's value is the median
 repeat in ns per iteration (for processes, per repeat the slower of the two).
 
-Reported per approach and two-way mode: ``agg`` = 2 x median(single) /
-median(two-way); ``paired`` = median over rounds of the same ratio within the
+Reported per approach and two-way mode: ``agg`` = 2 x median(its one-thread
+baseline) / median(two-way); ``paired`` = median over rounds of the same ratio within the
 round; ``best`` = the fastest round of each. ``threads/processes`` is, per
 round, the lockstep throughput over the processes' throughput: 1.0 means the
 threads lose nothing to sharing one interpreter and one pool.
@@ -41,8 +44,9 @@ from ._cells import APPROACHES, _run_single, _run_threads, step_makers
 
 __all__ = ["MODES", "child", "render", "run", "summarize", "target_verdict"]
 
-MODES = ("single", "lockstep", "staggered", "processes")
-TWO_WAY = MODES[1:]
+MODES = ("single", "single_staggered", "lockstep", "staggered", "processes")
+TWO_WAY = ("lockstep", "staggered", "processes")
+_BASELINE = {"lockstep": "single", "staggered": "single_staggered", "processes": "single"}
 TARGET = 1.7  # issue 4: two lockstep threads at >= 1.7x one thread
 
 
@@ -55,9 +59,11 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     size, threads = int(spec["size"]), int(spec.get("threads", 1))
     alloc, view = APPROACHES[spec["approach"]](size, threads)
     makers = step_makers(alloc, view, size, False, threads)
-    single = makers[0]() if threads == 1 else None
     n, gated = int(spec["iterations"]), bool(spec.get("gated"))
     staggered = spec.get("pattern") == "staggered"
+    # One thread with the spin runs in a worker thread as tid 0, the spin of
+    # the slower of the two staggered threads.
+    single = makers[0]() if threads == 1 and not staggered else None
 
     def once(count: int) -> float:
         if single is not None:
@@ -106,7 +112,7 @@ def _finish(proc: subprocess.Popen[str]) -> dict[str, Any]:
 def _one_cell(spec: dict[str, Any], base: Path | None) -> tuple[float, list[int]]:
     """(median ns per iteration, child pids) of one cell, each run in fresh processes."""
     if spec["mode"] != "processes":
-        proc = _spawn(spec | {"threads": 1 if spec["mode"] == "single" else 2}, base)
+        proc = _spawn(spec | {"threads": 1 if spec["mode"].startswith("single") else 2}, base)
         result = _finish(proc)
         return statistics.median(result["samples_ns"]), [result["pid"]]
     procs = [_spawn(spec | {"threads": 1, "gated": True}, base) for _ in range(2)]
@@ -167,7 +173,8 @@ def run(
         for a, v, m in cells:
             key = f"{a}@{v}/{m}"
             spec = {"approach": a, "variant": v, "mode": m, "size": size, "repeats": repeats}
-            spec |= {"iterations": iterations[f"{a}@{v}"], "pattern": m}
+            pattern = "staggered" if m.endswith("staggered") else "lockstep"
+            spec |= {"iterations": iterations[f"{a}@{v}"], "pattern": pattern}
             value, used = _one_cell(spec, base)
             values.setdefault(key, []).append(value)
             pids.setdefault(key, []).append(used)
@@ -194,10 +201,9 @@ def summarize(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     values = result["values_ns"]
     out: dict[str, dict[str, Any]] = {}
     for variant in dict.fromkeys(k.split("/")[0] for k in values):
-        one = values[f"{variant}/single"]
-        row: dict[str, Any] = {"single_ns": statistics.median(one)}
+        row: dict[str, Any] = {"single_ns": statistics.median(values[f"{variant}/single"])}
         for mode in TWO_WAY:
-            two = values[f"{variant}/{mode}"]
+            one, two = values[f"{variant}/{_BASELINE[mode]}"], values[f"{variant}/{mode}"]
             row[mode] = {
                 "agg": 2 * statistics.median(one) / statistics.median(two),
                 "paired": statistics.median(2 * s / t for s, t in zip(one, two, strict=True)),
