@@ -237,8 +237,8 @@ def render(result: dict[str, Any]) -> str:
     lines = [
         f"two-way scaling of allocate+drop, {meta['size']} B: Python {meta['python']} ({kind}), "
         f"{meta['cpus']} CPUs, {meta['rounds']} rounds x {meta['repeats']} repeats, {meta['seconds']} s",
-        "agg = 2 x median(1 thread) / median(two-way); paired = median per-round ratio; "
-        "best = fastest rounds",
+        "agg = 2 x median(one thread; for staggered, one thread that spins too) / median(two-way); "
+        "paired = median per-round ratio; best = fastest rounds",
         "",
         f"{'variant':16s} {'1 thread':>9s}  "
         + "  ".join(f"{m + ' agg/paired/best':>27s}" for m in TWO_WAY)
