@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -243,3 +244,44 @@ def test_scaling_child_exits_when_its_parent_goes_away() -> None:
     )
     assert proc.returncode != 0 and "parent went away" in proc.stderr
     assert proc.stdout.strip() == "ready"
+
+
+@pytest.mark.parametrize(
+    ("threads", "pattern"), [(1, "lockstep"), (1, "staggered"), (2, "lockstep"), (2, "staggered")]
+)
+def test_scaling_child_runs_every_shape_in_process(threads: int, pattern: str) -> None:
+    """The child behind each cell: one or two threads, plain or spinning, positive samples."""
+    from iobuf.bench._scaling import child
+
+    spec = {"approach": "pooled", "size": 4096, "iterations": 50, "repeats": 3}
+    result = child(spec | {"threads": threads, "pattern": pattern})
+    assert result["threads"] == threads and len(result["samples_ns"]) == 3
+    assert min(result["samples_ns"]) > 0
+
+
+def test_scaling_child_waits_for_a_line_before_each_repeat(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Gated: one ``ready`` per repeat, each answered by one line on stdin."""
+    import io
+
+    from iobuf.bench._scaling import child
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("go\ngo\n"))
+    spec = {"approach": "bytearray", "size": 4096, "iterations": 20, "repeats": 2, "gated": True}
+    assert len(child(spec)["samples_ns"]) == 2
+    assert capsys.readouterr().out.split() == ["ready", "ready"]
+
+
+def test_threaded_cell_reports_a_failing_worker_without_hanging() -> None:
+    """A thread whose step cannot be built breaks the start barrier; its error reaches the caller."""
+    from iobuf.bench._cells import _run_threads
+
+    def broken() -> Callable[[int], None]:
+        raise LookupError("no step here")
+
+    def fine() -> Callable[[int], None]:
+        return lambda i: None
+
+    with pytest.raises(LookupError, match="no step here"):
+        _run_threads([fine, broken], 100, staggered=False)
