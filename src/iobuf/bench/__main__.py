@@ -10,7 +10,7 @@ Usage::
     python -m iobuf.bench --ops      # cost of scrub_on_return and track_allocations per size,
                                      # and RSS around a 256 MiB burst and trim() (about 30 s)
     python -m iobuf.bench --scaling  # two threads vs one vs two processes, 64 KiB allocate+drop,
-                                     # pooled and bytearray, 16 interleaved rounds (about 2 minutes;
+                                     # pooled and bytearray, 16 interleaved rounds (about 80 s on 3.13t;
                                      # --scaling --base DIR adds the iobuf package found in DIR)
 
 Writes ``bench-results/results.json`` and, when matplotlib is installed
