@@ -5,8 +5,11 @@ from __future__ import annotations
 import gc
 import os
 import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -16,6 +19,7 @@ from iobuf import (
     IoBufMut,
     OutstandingBuffer,
     PoolError,
+    _views,
     flush_thread_cache,
     page_size,
 )
@@ -228,6 +232,29 @@ def test_tracking_survives_close_and_untracked_allocations() -> None:
     assert pool.outstanding() == []
 
 
+_NO_PYTHON_CALLER = """
+import atexit
+from iobuf import BufferPool, BufferPoolConfig
+
+pool = BufferPool(BufferPoolConfig.for_network().with_track_allocations(True))
+atexit.register(lambda: print("created", pool.stats().for_size(1024).created))  # runs last
+atexit.register(pool.try_alloc, 1000)  # called from C, with no Python frame above it
+atexit.register(pool.alloc, 1000)
+"""
+
+
+def test_a_tracking_pool_allocates_with_no_python_caller() -> None:
+    """A tracking pool records an allocation made straight from C (an atexit hook,
+    a thread entry point): there is no caller frame to skip, which used to raise
+    ``ValueError: call stack is not deep enough``."""
+    result = subprocess.run(
+        [sys.executable, "-c", _NO_PYTHON_CALLER], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr, result.stderr
+    assert result.stdout.split() == ["created", "1"]
+
+
 # -- fork -------------------------------------------------------------------------------------
 
 
@@ -275,15 +302,29 @@ def test_a_forked_child_reuses_buffers_without_touching_the_parents(size: int) -
     assert again == b"parent data", f"{size}: the child's write reached the parent"
 
 
+def _pool_locks(pool: BufferPool) -> dict[str, Any]:
+    """Every lock a pool's operations take, by what it guards."""
+    return {
+        "creation": pool._classes[0].shared._lock,
+        "oversized counter": pool._oversized_count._lock,
+        "close": pool._close_lock,
+        "first export": _views._export_lock,
+    }
+
+
 @needs_fork
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
-def test_a_lock_held_by_another_thread_at_fork_time_does_not_hang_the_child() -> None:
+@pytest.mark.parametrize("which", ["creation", "oversized counter", "close", "first export"])
+def test_a_lock_held_by_another_thread_at_fork_time_does_not_hang_the_child(which: str) -> None:
+    """A forked child gets fresh copies of every lock the pool takes: one that
+    another thread of the parent held at fork time (it never releases it in
+    the child) must not hang creation, oversized requests, exports or close."""
     pool = BufferPool(BufferPoolConfig.for_network().with_max_per_class(8))
-    cls = pool._classes[0]
+    lock = _pool_locks(pool)[which]
     holding, release = threading.Event(), threading.Event()
 
     def hold() -> None:
-        with cls.shared._lock:  # the lock buffer creation takes
+        with lock:
             holding.set()
             release.wait()
 
@@ -293,9 +334,13 @@ def test_a_lock_held_by_another_thread_at_fork_time_does_not_hang_the_child() ->
     try:
 
         def child() -> int:
-            bufs = [pool.alloc(1024) for _ in range(3)]  # creates buffers: takes that lock
+            bufs = [pool.alloc(1024) for _ in range(3)]  # creates buffers
+            view = bufs[0].as_memoryview()  # the first export of a buffer
+            big = pool.alloc(1 << 20)  # oversized: counted, then a fallback buffer
+            ok = all(b.is_pooled for b in bufs) and not big.is_pooled and len(view) == 0
+            ok = ok and pool.stats().oversized_total == 1
             pool.close()
-            return 0 if all(b.is_pooled for b in bufs) else 3
+            return 0 if ok else 3
 
         assert in_child(child) == 0
     finally:

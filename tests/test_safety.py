@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import gc
 import threading
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 
-from iobuf import BufferPool, Exhausted
+from iobuf import BufferPool, Exhausted, IoBuf, IoBufMut
 
 from .helpers import FREE_THREADED, PAGE, allocated, available, config
 
@@ -325,3 +326,130 @@ def test_clones_exporting_at_once_in_two_threads_share_one_exporter(monkeypatch:
     for _ in range(3):
         pool.try_alloc(64).put_slice(b"Z" * 64)
     assert bytes(keep) == b"A" * 64
+
+
+class _Rescuer:
+    """Cyclic garbage whose finalizer puts what it holds on a module-level retry list."""
+
+    saved: list[object] = []  # noqa: RUF012 - the point is a place outside the cycle
+
+    def __init__(self, held: object) -> None:
+        self.held = held
+        self.me = self
+
+    def __del__(self) -> None:
+        _Rescuer.saved.append(self.held)
+
+
+def _resurrect(make: Callable[[], object]) -> object:
+    """Make what ``make()`` returns reachable only from a reference cycle, collect
+    the cycle, and return what its finalizer brought back to life."""
+    _Rescuer.saved.clear()
+    _Rescuer(make())
+    gc.collect()
+    return _Rescuer.saved.pop()
+
+
+def _frozen(pool: BufferPool, byte: int) -> IoBuf:
+    buf = pool.try_alloc(PAGE)
+    buf.put_slice(bytes([byte]) * 16)
+    return buf.freeze()
+
+
+def _held(pool: BufferPool, kind: str) -> object:
+    """A pooled buffer's only owner or view, of the given kind."""
+    if kind == "iobufmut":
+        mut = pool.try_alloc(PAGE)
+        mut.put_slice(b"\x41" * 16)
+        return mut
+    frame = _frozen(pool, 0x41)
+    if kind == "iobuf":
+        return frame
+    view = frame.as_memoryview()
+    return view if kind == "memoryview" else view[2:10]
+
+
+@pytest.mark.parametrize("kind", ["iobuf", "iobufmut", "memoryview", "slice-of-view"])
+def test_resurrected_owner_or_view_never_aliases_a_reissued_buffer(kind: str, hot_path: str) -> None:
+    """An IoBuf, IoBufMut or exported view brought back to life by another finalizer
+    after its own finalizer ran still owns (or pins) its memory: the pool hands the
+    buffer out again only after the resurrected object is really gone."""
+    pool = BufferPool(config(PAGE, PAGE, 4))
+    back = _resurrect(lambda: _held(pool, kind))
+    # The resurrected object exports a view now, then goes; the view alone remains.
+    view = back.as_memoryview() if isinstance(back, (IoBuf, IoBufMut)) else back
+    assert isinstance(view, memoryview)
+    expected = bytes(view)
+    address = ctypes_address(view)
+    del back
+    gc.collect()
+    addresses = fill_every_free_buffer(pool, PAGE, 0x42)
+    assert address not in addresses
+    assert len(addresses) == 3
+    assert bytes(view) == expected
+    del view, addresses
+    gc.collect()
+    assert (allocated(pool, PAGE), available(pool, PAGE)) == (0, 4)
+
+
+def test_resurrected_iobuf_converted_to_mut_writes_only_its_own_memory() -> None:
+    """``into_mut`` on a resurrected IoBuf gives a buffer nobody else is issued (its
+    own, or a copy): writing through it changes no other live buffer (``try_into_mut``
+    used to hand back the memory the pool had already issued again)."""
+    pool = BufferPool(config(PAGE, PAGE, 2))
+    back = _resurrect(lambda: _frozen(pool, 0x41))
+    gc.collect()
+    assert isinstance(back, IoBuf)
+    mut = back.into_mut()
+    del back
+    others = []
+    while True:
+        try:
+            other = pool.try_alloc(PAGE)
+        except Exhausted:
+            break
+        other.put_slice(b"\x42" * PAGE)
+        others.append(other)
+    assert len(others) == 1
+    mut.as_memoryview()[:] = b"\x43" * len(mut)
+    assert all(bytes(o) == b"\x42" * PAGE for o in others)
+    del mut, others, other
+    gc.collect()
+    assert allocated(pool, PAGE) == 0
+
+
+def test_debug_saveall_keeps_collected_buffers_out_of_the_pool() -> None:
+    """With ``gc.DEBUG_SAVEALL`` the collector keeps its garbage in ``gc.garbage``:
+    buffers owned by it stay out of use until that list lets go of them."""
+    pool = BufferPool(config(PAGE, PAGE, 2))
+
+    class Node:
+        pass
+
+    node = Node()
+    node.me = node  # type: ignore[attr-defined]
+    node.frame = _frozen(pool, 0x41)  # type: ignore[attr-defined]
+    node.view = node.frame.as_memoryview()  # type: ignore[attr-defined]
+    del node
+    old = gc.get_debug()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        gc.collect()
+    finally:
+        gc.set_debug(old)
+    assert allocated(pool, PAGE) == 1
+    saved = [o for o in gc.garbage if isinstance(o, memoryview)]
+    assert saved and bytes(saved[0]) == b"\x41" * 16
+    addresses = fill_every_free_buffer(pool, PAGE, 0x42)
+    assert len(addresses) == 1
+    assert bytes(saved[0]) == b"\x41" * 16
+    del saved
+    gc.garbage.clear()
+    gc.collect()
+    assert allocated(pool, PAGE) == 0
+
+
+def ctypes_address(view: memoryview) -> int:
+    """Base address of the page-aligned pooled buffer that ``view`` (read-only too) lies in."""
+    address = int(np.frombuffer(view, np.uint8).ctypes.data)
+    return address - address % PAGE

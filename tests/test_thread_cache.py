@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from iobuf import BufferPool, IoBuf, IoBufMut, flush_thread_cache
+from iobuf import BufferPool, Exhausted, IoBuf, IoBufMut, flush_thread_cache
 from iobuf._size_class import _FACET_SHARES, RetireFacets, SizeClass
 
 from .helpers import FREE_THREADED, PAGE, allocated, available, class_stats, config
@@ -610,3 +610,66 @@ def test_allocating_in_a_threads_teardown_loses_nothing(order: str) -> None:
     stats = class_stats(pool, PAGE)
     assert stats.created == stats.global_free + stats.local_free, stats
     assert all(f.owner != t.ident for ref in list(pool._classes[0].facets) if (f := ref()) is not None)
+
+
+class _Garbage:
+    """A reference cycle that owns one pooled buffer until the collector frees it."""
+
+    def __init__(self, buf: object) -> None:
+        self.buf = buf
+        self.me = self
+
+
+def _distinct_buffers(pool: BufferPool) -> int:
+    """Allocate until exhausted; how many distinct buffers the class handed out."""
+    held = []
+    while True:
+        try:
+            held.append(pool.try_alloc(PAGE))
+        except Exhausted:
+            break
+    return len({b.address for b in held})
+
+
+def _collect_inside(pool: BufferPool, operation: str, garbage: int, spacers: int, threshold: int) -> None:
+    """Leave ``garbage`` buffers in reference cycles and the cache full (or half
+    full), then run ``operation`` with the collector's threshold at ``threshold``
+    after ``spacers`` allocations, so that a collection (whose finalizers return
+    the garbage's buffers into the cache) starts at one of its allocations."""
+    capacity = pool.config.resolve_thread_cache_capacity()
+    bufs = [pool.try_alloc(PAGE) for _ in range(pool.config.max_per_class)]
+    gc.collect()
+    for _ in range(garbage):
+        _Garbage(bufs.pop())
+    last = bufs.pop()
+    for _ in range(capacity if operation == "spill" else capacity // 2):
+        bufs.pop()
+    spacer = [[] for _ in range(spacers)]
+    old = gc.get_threshold()
+    gc.set_threshold(threshold)
+    try:
+        del last  # into a full cache: spills half
+        if operation == "flush":
+            flush_thread_cache()
+        elif operation == "trim":
+            pool.trim(keep=pool.config.max_per_class)
+    finally:
+        gc.set_threshold(*old)
+    del bufs, spacer
+
+
+@pytest.mark.parametrize("operation", ["spill", "flush", "trim"])
+def test_a_collection_inside_the_cache_code_loses_and_duplicates_nothing(operation: str) -> None:
+    """A garbage collection that starts while the cache code copies or empties a
+    cache (any allocation can start one) runs finalizers that return buffers into
+    that very cache; every buffer must still end up in exactly one place.
+    (``flush`` lost or duplicated buffers here: ``batch = self[:]`` then ``del self[:]``.)"""
+    for spacers in range(8):
+        for threshold in range(1, 8):
+            pool = BufferPool(config(PAGE, PAGE, 16, thread_cache_capacity=8))
+            _collect_inside(pool, operation, 3, spacers, threshold)
+            gc.collect()
+            stats = class_stats(pool, PAGE)
+            outcome = (stats.created - stats.global_free - stats.local_free, _distinct_buffers(pool))
+            assert outcome == (0, 16), (spacers, threshold)
+            pool.close()

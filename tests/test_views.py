@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import array
 import copy
+from collections.abc import Callable
 
 import pytest
 
@@ -295,3 +296,29 @@ def test_heap_growth_after_partial_copy_leaves_shared_bytes_alone() -> None:
     head = m.copy_to_bytes(3)
     m.put_slice(b"g" * 1000)
     assert head == b"abc" and bytes(m)[:4] == b"defg"
+
+
+def _frozen_twice() -> IoBuf:
+    buf = IoBufMut(b"x")
+    buf.freeze()
+    return buf.freeze()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: IoBufMut().freeze(),
+        lambda: IoBufMut.with_capacity(0).freeze(),
+        lambda: IoBufMut.zeroed(0).freeze(),
+        lambda: IoBufMut.with_alignment(0, 64).freeze(),
+        lambda: IoBufMut.zeroed_with_alignment(0, 64).freeze(),
+        _frozen_twice,
+    ],
+    ids=["new", "with_capacity", "zeroed", "with_alignment", "zeroed_with_alignment", "second-freeze"],
+)
+def test_empty_frozen_buffers_report_address_zero(make: Callable[[], IoBuf]) -> None:
+    """Freezing a buffer that has no memory gives an IoBuf whose ``address`` is 0,
+    like every other empty view without memory (it raised ``ValueError``)."""
+    frozen = make()
+    assert (len(frozen), frozen.address) == (0, 0)
+    assert frozen.clone().address == 0

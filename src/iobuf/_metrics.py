@@ -62,6 +62,10 @@ class OversizedCounter:
         with self._lock:
             self.value += 1
 
+    def after_fork_in_child(self) -> None:
+        """A new lock: another thread of the parent may have held this one at fork time."""
+        self._lock = threading.RLock()
+
 
 class PoolCollector(Collector):
     """Reads one pool's size classes and oversized counter at scrape time."""

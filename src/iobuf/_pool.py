@@ -522,7 +522,10 @@ def _caller_frames() -> list[tuple[str, int, str, None]]:
     (try_alloc, alloc, ...): raw tuples, formatted only when reported. Walking
     frames directly costs a fraction of ``traceback.extract_stack``, which
     reads every source line."""
-    f: FrameType | None = sys._getframe(2)
+    # Our own frames are skipped below, so start at the nearest one: an
+    # allocation called straight from C (a thread's entry point, an atexit
+    # hook) has no caller frame at all.
+    f: FrameType | None = sys._getframe(1)
     while f is not None and f.f_code.co_filename.startswith(_PACKAGE_DIR):
         f = f.f_back
     frames: list[tuple[str, int, str, None]] = []
@@ -542,10 +545,12 @@ _live_pools: set[weakref.ref[BufferPool]] = set()
 
 
 def _after_fork_in_child() -> None:
+    # Every lock a pool owns (its classes renew theirs in _size_class).
     for ref in list(_live_pools):
         pool = ref()
         if pool is not None:
             pool._close_lock = threading.Lock()
+            pool._oversized_count.after_fork_in_child()
 
 
 if hasattr(os, "register_at_fork"):

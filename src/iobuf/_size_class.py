@@ -30,7 +30,13 @@ Invariants
 - A buffer (its memoryview ``mv``) is in exactly one place: in use (owned by
   an IoBufMut, a lease or an exporter, see ``_views``), in one thread's cache,
   or in one stripe. ``created == in use + cached (all threads) + shared``.
-- ``created <= max_per_class``; ``created`` only grows (under ``_lock``).
+- ``created <= max_per_class``; it changes only under ``_lock`` (it grows when
+  a buffer is made and falls when ``trim`` frees one).
+- Any allocation may start a garbage collection, whose finalizers return
+  buffers into (or, allocating, take them from) this thread's cache at that
+  moment. So a list finalizers can reach (a cache, ``suspects``) is changed
+  only by single list calls or :func:`~iobuf._views.take_last`, never by
+  copying a slice and deleting it afterwards.
 - A buffer returned after ``close()`` is dropped (its memory freed by CPython
   once unreferenced), never parked again. Closing sets ``cache_capacity`` to
   -1 so the return hot path falls into :meth:`SizeClass.give_back_full`,
@@ -147,7 +153,7 @@ import weakref
 from typing import Any
 
 from ._memory import address_of, aligned_block
-from ._views import make_export_type
+from ._views import make_export_type, take_last
 
 __all__ = ["LocalCache", "RetireFacets", "SizeClass", "flush_thread_cache"]
 
@@ -213,9 +219,10 @@ class LocalCache(list[memoryview]):
 
     def flush(self) -> None:
         """Move every cached buffer to the shared freelist."""
-        if self:
-            batch = self[:]
-            del self[:]
+        while self:  # a finalizer run by a collection may have pushed more meanwhile
+            batch: list[memoryview] = []
+            take_last(self, len(self), batch)
+            batch.reverse()
             self.shared.put_batch(batch, self.home)
 
     def __del__(self) -> None:
@@ -506,8 +513,9 @@ class SizeClass:
             shared.put(mv, cache.home)
             return
         spill = max(1, min(len(cache), capacity // 2))
-        batch = cache[-spill:]
-        del cache[-spill:]
+        batch: list[memoryview] = []
+        take_last(cache, spill, batch)
+        batch.reverse()  # the most recent at the end, taken first
         shared.put_batch(batch, cache.home)
         cache.append(mv)
 
@@ -542,8 +550,7 @@ class SizeClass:
         doomed: list[memoryview] = []
         cache: LocalCache | None = getattr(self.local, "cache", None)
         if cache:
-            doomed += cache
-            del cache[:]
+            take_last(cache, len(cache), doomed)
         doomed += shared.drain()
         if keep:
             shared.put_batch(doomed[:keep], 0)
@@ -586,11 +593,9 @@ class SizeClass:
                     f.cache_capacity = -1
         cache: LocalCache | None = getattr(self.local, "cache", None)
         dropped = shared.drain()
-        dropped += self.suspects
-        self.suspects.clear()
+        take_last(self.suspects, len(self.suspects), dropped)
         if cache is not None:
-            dropped += cache
-            del cache[:]
+            take_last(cache, len(cache), dropped)
         for mv in dropped:
             self.addresses.pop(id(mv), None)
 

@@ -90,6 +90,8 @@ from __future__ import annotations
 
 import builtins
 import ctypes
+import gc
+import itertools
 import os
 import sys
 import threading
@@ -106,7 +108,7 @@ if TYPE_CHECKING:
 
     BytesLike: TypeAlias = "Buffer | IoBuf | IoBufMut"
 
-__all__ = ["IoBuf", "IoBufMut", "make_export_type"]
+__all__ = ["IoBuf", "IoBufMut", "make_export_type", "settle_parked", "take_last"]
 
 _getrefcount = sys.getrefcount
 _get_ident = threading.get_ident
@@ -143,21 +145,122 @@ _export_lock = threading.RLock()
 
 
 def _after_fork_in_child() -> None:
-    # Another thread of the parent may have held the lock when it forked.
-    global _export_lock  # noqa: PLW0603 - one module-level lock, rebuilt once per fork
+    # Another thread of the parent may have held the lock when it forked, or
+    # been inside a collection (the child has none running).
+    global _export_lock, _collecting  # noqa: PLW0603 - module state, reset once per fork
     _export_lock = threading.RLock()
+    _collecting = False
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+# -- Finalizers inside a garbage collection ------------------------------------
+#
+# A finalizer that runs because an object's reference count reached zero sees
+# an object nothing can reach again. A finalizer that the cyclic collector runs
+# does not: the collector calls the finalizers of *all* the garbage it found
+# before freeing any of it, and any of them (a generator's ``finally``, a
+# ``__del__`` that puts a frame on a retry queue, ``gc.DEBUG_SAVEALL``) may make
+# the rest reachable again. An owner or exporter resurrected after giving its
+# buffer back would alias memory the pool hands out again. So every finalizer
+# that may give memory back (IoBufMut, _Lease, the exporter) checks
+# ``_collecting`` first; while a collection runs it *parks* its object in
+# ``_parked`` instead, which keeps the object (and so its memory) alive. When
+# the collection ends, :func:`settle_parked` finishes the parked objects that
+# nothing but ``_parked`` references any more (measured against a calibrated
+# baseline, as ``try_into_mut`` does) and keeps the others parked until a
+# later collection: they were resurrected, or are still held by garbage the
+# collector kept. A resurrected owner therefore still owns its memory, and
+# returns it after it is really gone (at the end of the next collection).
+#
+# ``_collecting`` is set and cleared by a ``gc.callbacks`` entry. Collections
+# that run no callbacks (the final one at interpreter shutdown) finalize as
+# before. Reference-count deaths of other threads during a collection park
+# too; they are only delayed to its end. On free-threaded builds a count may
+# still include releases queued for merging: a parked object then waits for a
+# later collection, never the reverse.
+
+_collecting = False
+_parked: list[Any] = []
+
+
+def _refcounts(objs: list[Any]) -> list[int]:
+    return [_getrefcount(obj) for obj in objs]
+
+
+# What _refcounts says of an object that only the list it is given holds.
+_PARKED_REFS: Final = _refcounts([object()])[0]
+
+
+def take_last(source: list[Any], count: int, into: list[Any]) -> None:
+    """Move up to ``count`` items from the end of ``source`` to ``into`` (last first),
+    one atomic ``pop`` at a time.
+
+    Any allocation may start a garbage collection whose finalizers push to or
+    pop from ``source`` (a thread cache, ``_parked``); copying a slice and then
+    deleting it would lose or duplicate what they moved in between. Here each
+    item moves exactly once whatever they do; ``map`` calls ``pop`` from C, so
+    no Python code runs between two moves.
+    """
+    try:
+        into.extend(map(source.pop, itertools.repeat(-1, count)))
+    except IndexError:  # a finalizer took items after ``count`` was read
+        pass
+
+
+def settle_parked() -> None:
+    """Finish every parked object that nothing else references any more."""
+    pending: list[Any] = []
+    take_last(_parked, len(_parked), pending)
+    while pending:
+        counts = _refcounts(pending)
+        done = [obj for obj, n in zip(pending, counts, strict=True) if n <= _PARKED_REFS]
+        if not done:
+            break
+        pending = [obj for obj, n in zip(pending, counts, strict=True) if n > _PARKED_REFS]
+        _finish_all(done)
+        # ``done`` goes now, which may free the last hold on another parked
+        # object (the exporter an IoBufMut or lease held): look again.
+        del done
+    _parked.extend(pending)
+
+
+def _finish_all(objs: list[Any]) -> None:
+    for obj in objs:
+        try:
+            obj._finish()
+        except Exception:  # teardown: nothing to return to
+            pass
+
+
+def _on_collection(phase: str, info: dict[str, int]) -> None:
+    global _collecting  # noqa: PLW0603 - the one flag finalizers read
+    if phase == "start":
+        _collecting = True
+    else:
+        _collecting = False
+        if _parked:
+            settle_parked()
+
+
+gc.callbacks.append(_on_collection)
+
+
+def _export_finish(self: Any) -> None:
+    if self._armed:
+        self._cls.give_back(self._mv)
+    else:
+        self._done = True
+
+
 def _export_del(self: Any) -> None:
     try:
-        if self._armed:
-            self._cls.give_back(self._mv)
+        if _collecting:
+            _parked.append(self)
         else:
-            self._done = True
+            _export_finish(self)
     except Exception:
         pass
 
@@ -167,7 +270,7 @@ def make_export_type(size: int) -> Any:
     return type(
         f"_PooledExport{size}",
         (ctypes.c_ubyte * size,),
-        {"__slots__": ("_cls", "_mv", "_armed", "_done"), "__del__": _export_del},
+        {"__slots__": ("_cls", "_mv", "_armed", "_done"), "__del__": _export_del, "_finish": _export_finish},
     )
 
 
@@ -250,17 +353,27 @@ class _Lease:
             return exp
 
     def address(self) -> int:
+        """The base address of the shared memory; 0 when it has none (a frozen empty heap buffer)."""
         cls = self.cls
-        return (
-            cls.addresses[id(self.mv)] if cls is not None else address_of(_window(self.mv, 0, len(self.mv)))
-        )
+        if cls is not None:
+            return cls.addresses[id(self.mv)]
+        size = len(self.mv)
+        return address_of(_window(self.mv, 0, size)) if size else 0
+
+    def _finish(self) -> None:
+        cls = self.cls
+        if cls is not None:
+            self.cls = None  # idempotent
+            _release(cls, self.mv, self.exp)
 
     def __del__(self) -> None:
         try:
-            cls = self.cls
-            if cls is not None:
-                self.cls = None  # idempotent
-                _release(cls, self.mv, self.exp)
+            if self.cls is None:
+                return
+            if _collecting:  # see "Finalizers inside a garbage collection"
+                _parked.append(self)
+            else:
+                self._finish()
         except Exception:
             pass
 
@@ -662,6 +775,9 @@ class IoBufMut:
             cls = self._cls
             if cls is None:
                 return
+            if _collecting:  # see "Finalizers inside a garbage collection"
+                _parked.append(self)
+                return
             self._cls = None  # a second __del__ call must not return the buffer twice
             aux = self._aux
             if aux is None:
@@ -691,6 +807,9 @@ class IoBufMut:
             cls = self._cls
             if cls is None:
                 return
+            if _collecting:  # see "Finalizers inside a garbage collection"
+                _parked.append(self)
+                return
             self._cls = None  # a second __del__ call must not return the buffer twice
             aux = self._aux
             if aux is None:
@@ -709,6 +828,13 @@ class IoBufMut:
             pass
 
     __del__ = _del_facets if FREE_THREADED else _del_local
+
+    def _finish(self) -> None:
+        """Return the buffer of a parked IoBufMut (see "Finalizers inside a garbage collection")."""
+        cls = self._cls
+        if cls is not None:
+            self._cls = None
+            _release(cls, self._mv, self._aux)
 
 
 class IoBuf:
