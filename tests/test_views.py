@@ -322,3 +322,18 @@ def test_empty_frozen_buffers_report_address_zero(make: Callable[[], IoBuf]) -> 
     frozen = make()
     assert (len(frozen), frozen.address) == (0, 0)
     assert frozen.clone().address == 0
+
+
+def test_a_writable_view_taken_before_freeze_still_writes_the_frozen_bytes() -> None:
+    """Documented choice: ``freeze()`` does not revoke writable views taken earlier,
+    so bytes written through one show in the IoBuf (and its hash), as with a
+    ``bytearray``'s memoryview; views taken from the IoBuf are read-only."""
+    pool = BufferPool(config(PAGE, PAGE, 2))
+    buf = pool.alloc(PAGE)
+    buf.put_slice(b"abc")
+    early = buf.as_memoryview()
+    frozen = buf.freeze()
+    before = hash(frozen)
+    early[0] = ord("z")
+    assert frozen == b"zbc" and hash(frozen) != before
+    assert frozen.as_memoryview().readonly

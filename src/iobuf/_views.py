@@ -711,6 +711,12 @@ class IoBufMut:
         empty frozen pooled buffer can still be turned back with
         :meth:`IoBuf.try_into_mut`). This buffer is left empty and detached:
         writes to it raise ``ValueError``.
+
+        Freezing does not revoke writable views taken earlier
+        (:meth:`spare_capacity`, :meth:`as_memoryview`, ``memoryview(buf)``):
+        bytes written through one still show in the IoBuf and change its hash,
+        as with any memoryview of a ``bytearray``. Release such views before
+        freezing when the IoBuf must not change.
         """
         own = self._share()  # first: it may replace _mv (free-threaded builds)
         out = _iobuf(own.mv, self._pos, self._len, own)
