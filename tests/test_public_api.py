@@ -18,6 +18,8 @@ SPEC_NAMES = {
     "page_size",
     "cache_line_size",
     "flush_thread_cache",
+    "IMPLEMENTATION",
+    "PoolClosed",
 }
 
 
@@ -36,7 +38,10 @@ def test_all_lists_only_public_names() -> None:
     storage = {"BlockFile", "STAGE_BYTES"}
     aio = {"PooledReader", "PooledWriter", "open_connection", "start_server"}
     ops = {"OutstandingBuffer"}
-    assert (
-        set(iobuf.__all__) - SPEC_NAMES
-        == {"PoolClosed", "pread_into_pool"} | io_helpers | storage | aio | ops
-    )
+    assert set(iobuf.__all__) - SPEC_NAMES == {"pread_into_pool"} | io_helpers | storage | aio | ops
+
+
+def test_implementation_names_the_core_in_use() -> None:
+    """``IMPLEMENTATION`` is one of the two documented values; the pure-Python
+    core is the only one this tree builds so far."""
+    assert iobuf.IMPLEMENTATION == "python"

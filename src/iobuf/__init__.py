@@ -4,7 +4,12 @@ A port of the ``commonware_runtime`` buffer pool: power-of-two size classes,
 a per-thread cache in front of a bounded shared freelist per class, mutable
 :class:`IoBufMut` and immutable shareable :class:`IoBuf` views, and a safety
 rule that never hands memory out again while anything can still reach it.
+
+``IMPLEMENTATION`` names the core in use: ``"python"`` (the pure-Python
+reference implementation, the only one so far) or ``"compiled"``.
 """
+
+from typing import Final
 
 from ._aio import PooledReader, PooledWriter, open_connection, start_server
 from ._chain import IoBufs
@@ -17,7 +22,10 @@ from ._size_class import flush_thread_cache
 from ._storage import STAGE_BYTES, BlockFile
 from ._views import IoBuf, IoBufMut
 
+IMPLEMENTATION: Final[str] = "python"
+
 __all__ = [
+    "IMPLEMENTATION",
     "IOV_MAX",
     "STAGE_BYTES",
     "BlockFile",

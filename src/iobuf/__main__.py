@@ -236,6 +236,7 @@ def show_file(pool: BufferPool) -> None:
 
 def main() -> int:
     registry = CollectorRegistry()
+    print(f"iobuf core: {iobuf.IMPLEMENTATION}")
     with BufferPool(BufferPoolConfig.for_network(), registry=registry, namespace="demo") as pool:
         heading("1. A pool for network I/O (1 KiB .. 128 KiB power-of-two classes)")
         print(pool)

@@ -378,6 +378,23 @@ class _Lease:
             pass
 
 
+_VIEWS_ALIVE: Final = (
+    "cannot release a pooled buffer while memoryviews (or arrays) of it are alive; release or drop them first"
+)
+
+
+def _release_last_share(own: _Lease) -> None:
+    """Give the memory of ``own`` back now: its holder is the last one, and no
+    view of it is alive (the caller checked both)."""
+    cls, mv, exp = own.cls, own.mv, own.exp
+    if cls is None:
+        return
+    own.cls = None  # the lease's finalizer has nothing left to do
+    if exp is not None:
+        exp._done = True  # nor has the exporter's: nothing can view the memory
+    cls.give_back(mv)
+
+
 def _iobuf(mv: memoryview, start: int, end: int, own: _Lease | None) -> IoBuf:
     b = _new(IoBuf)
     b._mv = mv
@@ -723,6 +740,47 @@ class IoBufMut:
         self._detach(growable=False)
         return out
 
+    # -- explicit release --------------------------------------------------------
+
+    def release(self) -> None:
+        """Give the memory back now, in the calling thread, and leave this buffer
+        empty and detached (like :meth:`freeze` does; writes then raise).
+
+        A pooled buffer goes back to the calling thread's cache at once, even
+        from a reference cycle or on a free-threaded build, where a plain drop
+        may be finalized later or in another thread. Raises ``BufferError``, and
+        changes nothing, while a memoryview or array of the buffer is alive. If
+        IoBufs share the memory (after :meth:`copy_to_bytes`), this buffer only
+        lets go of its share: the memory returns with the last of them. A second
+        call does nothing. ``with pool.alloc(n) as buf:`` releases on exit.
+        """
+        cls = self._cls
+        if cls is not None:
+            if self._aux is not None:
+                if _exporter_refs(self._aux) > _EXPORTER_ALONE:
+                    raise BufferError(_VIEWS_ALIVE)
+                self._aux._done = True  # the exporter's finalizer has nothing left to do
+            mv = self._mv
+            self._cls = None
+            self._aux = None
+            self._detach(growable=False)
+            cls.give_back(mv)
+        elif type(self._aux) is _Lease:
+            lease_refs, export_refs = _holders(self._aux)
+            if lease_refs <= _LEASE_BASELINE:
+                if export_refs > _EXPORT_BASELINE and self._aux.cls is not None:
+                    raise BufferError(_VIEWS_ALIVE)
+                _release_last_share(self._aux)
+            self._detach(growable=False)
+        elif self._mv is not _DETACHED:
+            self._detach(growable=False)
+
+    def __enter__(self) -> IoBufMut:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
     # -- Python protocols ------------------------------------------------------
 
     if FREE_THREADED:
@@ -1026,6 +1084,33 @@ class IoBuf:
     def __reduce__(self) -> tuple[type[IoBuf], tuple[bytes]]:
         return (IoBuf, (bytes(self),))
 
+    # -- explicit release ----------------------------------------------------------------
+
+    def release(self) -> None:
+        """Let go of this view's share of the memory now and leave it empty.
+
+        When it is the last share of a pooled buffer, the buffer goes back to
+        the calling thread's cache at once; then ``BufferError`` is raised, and
+        nothing changes, while a memoryview or array of the memory is alive.
+        Other clones and slices keep the memory (and views of it) valid. A
+        second call does nothing. ``with frame:`` releases on exit.
+        """
+        if self._own is None:
+            self._set_detached()
+            return
+        lease_refs, export_refs = _holders(self._own)
+        if lease_refs <= _LEASE_BASELINE:
+            if export_refs > _EXPORT_BASELINE and self._own.cls is not None:
+                raise BufferError(_VIEWS_ALIVE)
+            _release_last_share(self._own)
+        self._set_detached()
+
+    def __enter__(self) -> IoBuf:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
     # -- back to mutable -------------------------------------------------------------
 
     def try_into_mut(self) -> IoBufMut | None:
@@ -1041,7 +1126,7 @@ class IoBuf:
         if self._own is None:
             return None
         # Count before binding any local to the lease: a local is a reference too.
-        lease_refs, export_refs = _holders(self)
+        lease_refs, export_refs = _holders(self._own)
         if lease_refs > _LEASE_BASELINE or export_refs > _EXPORT_BASELINE:
             return None
         own = self._own
@@ -1110,28 +1195,40 @@ class IoBuf:
         return f"IoBuf(len={len(self)}, {kind}, data={_preview(self._read_view())})"
 
 
-def _holders(buf: IoBuf) -> tuple[int, int]:
-    """Reference counts of ``buf``'s lease and of its exporter (0 if none), as seen here.
+def _holders(own: _Lease) -> tuple[int, int]:
+    """Reference counts of the lease ``own`` and of its exporter (0 if none), as seen here.
 
-    Each ``memoryview(exporter)`` family and each IoBuf/IoBufMut sharing the
-    lease adds one; :func:`_calibrate` measures what "nobody else" looks like.
+    Call it as ``_holders(holder._own)`` or ``_holders(holder._aux)``, with no
+    local bound to the lease. Each ``memoryview(exporter)`` family and each
+    IoBuf/IoBufMut sharing the lease adds one; :func:`_calibrate` measures what
+    "nobody else" looks like.
     """
-    own = buf._own
-    exp = own.exp  # type: ignore[union-attr]
+    exp = own.exp
     return _getrefcount(own), (0 if exp is None else _getrefcount(exp))
 
 
-def _calibrate() -> tuple[int, int]:
-    """What :func:`_holders` returns for a lease and exporter that nothing else holds."""
+def _exporter_refs(exp: Any) -> int:
+    """Reference count of a directly owned buffer's exporter: call it as
+    ``_exporter_refs(buf._aux)``; each live ``memoryview(exporter)`` family adds one."""
+    return _getrefcount(exp)
+
+
+def _calibrate() -> tuple[int, int, int]:
+    """What :func:`_holders` and :func:`_exporter_refs` return when nothing else
+    holds the lease and the exporter (the holder's slot is the only reference)."""
     own = _Lease(None, _DETACHED, object(), False)
     buf = _iobuf(_DETACHED, 0, 0, own)
     del own
-    baseline = _holders(buf)
+    lease_refs, export_refs = _holders(buf._own)  # type: ignore[arg-type]
     buf._own.exp = None  # type: ignore[union-attr]
-    return baseline
+    mut = _untracked(_DETACHED, 0, False)
+    mut._aux = object()
+    alone = _exporter_refs(mut._aux)
+    mut._aux = None
+    return lease_refs, export_refs, alone
 
 
-_LEASE_BASELINE, _EXPORT_BASELINE = _calibrate()
+_LEASE_BASELINE, _EXPORT_BASELINE, _EXPORTER_ALONE = _calibrate()
 
 
 # -- package-internal helpers for receive paths (asyncio adapter) ---------------
