@@ -349,6 +349,55 @@ def test_a_lock_held_by_another_thread_at_fork_time_does_not_hang_the_child(whic
     assert pool.alloc(1024).is_pooled  # the parent is unaffected
 
 
+_FORK_IN_A_FINALIZER = """
+import gc, os
+from iobuf import BufferPool, BufferPoolConfig, Exhausted
+
+pool = BufferPool(BufferPoolConfig(min_size=4096, max_size=4096, max_per_class=2))
+saved = []
+
+class Forker:
+    child = False
+    def __init__(self): self.me = self
+    def __del__(self): Forker.child = os.fork() == 0
+
+class Rescuer:
+    def __init__(self, held): self.held = held; self.me = self
+    def __del__(self): saved.append(self.held)
+
+f = Forker()  # finalized first: the rest of the collection runs in both processes
+buf = pool.try_alloc(4096); buf.put_slice(b"A" * 4096)
+Rescuer(buf); del buf, f
+gc.collect()
+if not Forker.child:
+    os.wait()  # one line at a time on the shared stdout
+back = saved.pop()
+view = back.as_memoryview(); del back
+held = []
+while True:
+    try:
+        other = pool.try_alloc(4096)
+    except Exhausted:
+        break
+    other.put_slice(b"B" * 4096); held.append(other)
+print("child" if Forker.child else "parent", len(held), bytes(view[:4]).decode(), flush=True)
+if Forker.child:
+    os._exit(0)
+"""
+
+
+@needs_fork
+def test_a_fork_from_a_finalizer_inside_a_collection_keeps_the_safety_rule_in_the_child() -> None:
+    """A finalizer may fork while the collector runs; the child goes on with that
+    collection, so its remaining finalizers must still park (the at-fork hook used
+    to clear the mark): a resurrected owner's buffer is not reissued in either process."""
+    result = subprocess.run(
+        [sys.executable, "-c", _FORK_IN_A_FINALIZER], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["child 1 AAAA", "parent 1 AAAA"], result.stdout
+
+
 @needs_fork
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_forked_child_retires_the_facets_of_the_parents_other_threads() -> None:

@@ -453,3 +453,111 @@ def ctypes_address(view: memoryview) -> int:
     """Base address of the page-aligned pooled buffer that ``view`` (read-only too) lies in."""
     address = int(np.frombuffer(view, np.uint8).ctypes.data)
     return address - address % PAGE
+
+
+def test_a_collection_inside_try_into_mut_never_hands_over_memory_a_finalizer_cloned() -> None:
+    """A collection may start at any allocation of ``try_into_mut``; a finalizer it
+    runs may clone the very frame being converted (say, to keep it for an error
+    report). Either the conversion sees that clone and refuses, or it ran before the
+    clone existed; the clone's bytes never change under it."""
+    kept: list[IoBuf] = []
+
+    class Conn:
+        def __init__(self, frame: IoBuf) -> None:
+            self.frame = frame
+            self.me = self
+
+        def __del__(self) -> None:
+            kept.append(self.frame.clone())
+
+    for threshold in (1, 2, 3):
+        pool = BufferPool(config(PAGE, PAGE, 1))
+        for _ in range(10):
+            buf = pool.try_alloc(PAGE)
+            buf.put_slice(b"A" * PAGE)
+            frame = buf.freeze()
+            del buf
+            gc.collect()
+            Conn(frame)
+            old = gc.get_threshold()
+            gc.set_threshold(threshold)
+            try:
+                mut = frame.try_into_mut()
+            finally:
+                gc.set_threshold(*old)
+            gc.collect()
+            views = [c.as_memoryview() for c in kept]
+            kept.clear()
+            del mut, frame
+            fill_every_free_buffer(pool, PAGE, 0x42)
+            assert all(bytes(v[:4]) == b"AAAA" for v in views)
+            del views
+            gc.collect()
+        assert allocated(pool, PAGE) == 0
+
+
+def test_an_exception_inside_the_settling_of_parked_buffers_loses_none() -> None:
+    """An exception from a signal handler (here: a profiler raising KeyboardInterrupt
+    when the second parked buffer is being finished) leaves the rest parked; a
+    later collection returns them. Nothing is lost."""
+    import sys
+
+    from iobuf import _views
+
+    pool = BufferPool(config(PAGE, PAGE, 8))
+
+    class Node:
+        def __init__(self, buf: object) -> None:
+            self.buf = buf
+            self.me = self
+
+    for _ in range(6):
+        Node(pool.try_alloc(PAGE))
+    calls = [0]
+
+    def interrupt(frame: object, event: str, arg: object) -> None:
+        if event == "call" and frame.f_code is _views.IoBufMut._finish.__code__:  # type: ignore[attr-defined]
+            calls[0] += 1
+            if calls[0] == 2:
+                sys.setprofile(None)
+                raise KeyboardInterrupt
+
+    unraisable: list[object] = []
+    old_hook = sys.unraisablehook
+    sys.unraisablehook = unraisable.append
+    sys.setprofile(interrupt)
+    try:
+        gc.collect()
+    finally:
+        sys.setprofile(None)
+        sys.unraisablehook = old_hook
+    assert calls[0] == 2 and len(unraisable) == 1
+    unraisable.clear()  # its traceback holds the settling frames
+    assert allocated(pool, PAGE) == 5  # one finished; the interrupted one and four more parked
+    gc.collect()
+    assert (allocated(pool, PAGE), available(pool, PAGE)) == (0, 6)
+
+
+def test_a_pool_keeps_working_after_someone_empties_gc_callbacks_mid_collection() -> None:
+    """iobuf's ``gc.callbacks`` entry marks collections. If another callback empties
+    the list as a collection starts, the mark would stay set and every drop would
+    park forever (the pool ran dry after four cycles); the first park notices,
+    puts the entry back and collects. That first buffer waits for the next collection."""
+    pool = BufferPool(config(PAGE, PAGE, 4))
+    saved = gc.callbacks[:]
+
+    def empty_the_list(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            gc.callbacks.clear()
+
+    gc.callbacks.append(empty_the_list)
+    try:
+        gc.collect()
+        for _ in range(20):  # more cycles than buffers: each must come back
+            buf = pool.try_alloc(PAGE)
+            del buf
+        assert allocated(pool, PAGE) <= 1
+        gc.collect()
+        assert allocated(pool, PAGE) == 0
+    finally:
+        gc.callbacks[:] = saved

@@ -149,7 +149,10 @@ def _after_fork_in_child() -> None:
     # been inside a collection (the child has none running).
     global _export_lock, _collecting  # noqa: PLW0603 - module state, reset once per fork
     _export_lock = threading.RLock()
-    _collecting = False
+    if _collector != _get_ident():
+        # Another thread was collecting: the child has no collection running.
+        # (A fork from a finalizer of this thread's collection goes on with it.)
+        _collecting = False
 
 
 if hasattr(os, "register_at_fork"):
@@ -183,6 +186,7 @@ if hasattr(os, "register_at_fork"):
 # later collection, never the reverse.
 
 _collecting = False
+_collector = 0  # the ident of the thread running the current collection
 _parked: list[Any] = []
 
 
@@ -214,35 +218,55 @@ def settle_parked() -> None:
     """Finish every parked object that nothing else references any more."""
     pending: list[Any] = []
     take_last(_parked, len(_parked), pending)
-    while pending:
-        counts = _refcounts(pending)
-        done = [obj for obj, n in zip(pending, counts, strict=True) if n <= _PARKED_REFS]
-        if not done:
-            break
-        pending = [obj for obj, n in zip(pending, counts, strict=True) if n > _PARKED_REFS]
-        _finish_all(done)
-        # ``done`` goes now, which may free the last hold on another parked
-        # object (the exporter an IoBufMut or lease held): look again.
-        del done
-    _parked.extend(pending)
+    try:
+        while pending:
+            counts = _refcounts(pending)
+            done = [obj for obj, n in zip(pending, counts, strict=True) if n <= _PARKED_REFS]
+            if not done:
+                break
+            pending = [obj for obj, n in zip(pending, counts, strict=True) if n > _PARKED_REFS]
+            _finish_all(done)
+            # ``done`` goes now, which may free the last hold on another parked
+            # object (the exporter an IoBufMut or lease held): look again.
+            del done
+    finally:  # an exception from a signal handler must not lose what is pending
+        _parked.extend(pending)
 
 
 def _finish_all(objs: list[Any]) -> None:
-    for obj in objs:
-        try:
-            obj._finish()
-        except Exception:  # teardown: nothing to return to
-            pass
+    finished = 0
+    try:
+        for obj in objs:
+            try:
+                obj._finish()
+            except Exception:  # teardown: nothing to return to
+                pass
+            finished += 1
+    finally:
+        if finished < len(objs):  # interrupted: the rest stay parked (_finish is idempotent)
+            _parked.extend(objs[finished:])
 
 
 def _on_collection(phase: str, info: dict[str, int]) -> None:
-    global _collecting  # noqa: PLW0603 - the one flag finalizers read
+    global _collecting, _collector  # noqa: PLW0603 - the flag finalizers read
     if phase == "start":
+        _collector = _get_ident()
         _collecting = True
     else:
         _collecting = False
         if _parked:
             settle_parked()
+
+
+def _park(obj: Any) -> None:
+    """Keep ``obj`` until a collection's end finds nothing else holding it."""
+    _parked.append(obj)
+    if _on_collection not in gc.callbacks:
+        # Someone emptied gc.callbacks, maybe while a collection started, which
+        # leaves the flag stuck and nothing settling: put the entry back and
+        # collect (which does nothing inside a running collection).
+        gc.callbacks.append(_on_collection)
+        gc.collect()
 
 
 gc.callbacks.append(_on_collection)
@@ -258,7 +282,7 @@ def _export_finish(self: Any) -> None:
 def _export_del(self: Any) -> None:
     try:
         if _collecting:
-            _parked.append(self)
+            _park(self)
         else:
             _export_finish(self)
     except Exception:
@@ -331,6 +355,9 @@ class _Lease:
     def view(self, start: int, end: int) -> memoryview:
         cls = self.cls
         if cls is None:
+            # Untracked memory; or pooled memory this lease gave up (try_into_mut,
+            # release), whose ``mv`` is then _DETACHED: an empty view, never a
+            # plain slice of memory the pool owns.
             self.exp = _EXPORTED
             return _window(self.mv, start, end)
         exp = self.exp
@@ -371,7 +398,7 @@ class _Lease:
             if self.cls is None:
                 return
             if _collecting:  # see "Finalizers inside a garbage collection"
-                _parked.append(self)
+                _park(self)
             else:
                 self._finish()
         except Exception:
@@ -390,6 +417,7 @@ def _release_last_share(own: _Lease) -> None:
     if cls is None:
         return
     own.cls = None  # the lease's finalizer has nothing left to do
+    own.mv = _DETACHED  # an emptied lease exports nothing (see _Lease.view)
     if exp is not None:
         exp._done = True  # nor has the exporter's: nothing can view the memory
     cls.give_back(mv)
@@ -766,9 +794,9 @@ class IoBufMut:
             self._detach(growable=False)
             cls.give_back(mv)
         elif type(self._aux) is _Lease:
-            lease_refs, export_refs = _holders(self._aux)
-            if lease_refs <= _LEASE_BASELINE:
-                if export_refs > _EXPORT_BASELINE and self._aux.cls is not None:
+            # Nothing allocates from the counts to the return (see _lease_refs).
+            if _lease_refs(self._aux) <= _LEASE_BASELINE:
+                if _view_refs(self._aux) > _EXPORT_BASELINE and self._aux.cls is not None:
                     raise BufferError(_VIEWS_ALIVE)
                 _release_last_share(self._aux)
             self._detach(growable=False)
@@ -840,7 +868,7 @@ class IoBufMut:
             if cls is None:
                 return
             if _collecting:  # see "Finalizers inside a garbage collection"
-                _parked.append(self)
+                _park(self)
                 return
             self._cls = None  # a second __del__ call must not return the buffer twice
             aux = self._aux
@@ -872,7 +900,7 @@ class IoBufMut:
             if cls is None:
                 return
             if _collecting:  # see "Finalizers inside a garbage collection"
-                _parked.append(self)
+                _park(self)
                 return
             self._cls = None  # a second __del__ call must not return the buffer twice
             aux = self._aux
@@ -1098,9 +1126,9 @@ class IoBuf:
         if self._own is None:
             self._set_detached()
             return
-        lease_refs, export_refs = _holders(self._own)
-        if lease_refs <= _LEASE_BASELINE:
-            if export_refs > _EXPORT_BASELINE and self._own.cls is not None:
+        # Nothing allocates from the counts to the return (see _lease_refs).
+        if _lease_refs(self._own) <= _LEASE_BASELINE:
+            if _view_refs(self._own) > _EXPORT_BASELINE and self._own.cls is not None:
                 raise BufferError(_VIEWS_ALIVE)
             _release_last_share(self._own)
         self._set_detached()
@@ -1125,19 +1153,21 @@ class IoBuf:
         """
         if self._own is None:
             return None
-        # Count before binding any local to the lease: a local is a reference too.
-        lease_refs, export_refs = _holders(self._own)
-        if lease_refs > _LEASE_BASELINE or export_refs > _EXPORT_BASELINE:
+        # Allocate first; from the counts to the end of the transfer nothing
+        # allocates (see _lease_refs). Count before binding any local to the
+        # lease: a local is a reference too.
+        b = _new(IoBufMut)
+        if _lease_refs(self._own) > _LEASE_BASELINE or _view_refs(self._own) > _EXPORT_BASELINE:
             return None
         own = self._own
         if own.exp is not None and own.cls is None:
             return None  # untracked memory that handed out views: refuse conservatively
         # Give up before taking (see IoBufMut._share): never two owners at once.
-        cls, exp = own.cls, own.exp
+        cls, exp, mv = own.cls, own.exp, own.mv
         own.cls = None
         own.exp = None
-        b = _new(IoBufMut)
-        b._mv = own.mv
+        own.mv = _DETACHED  # an emptied lease exports nothing (see _Lease.view)
+        b._mv = mv
         b._pos = self._start
         b._len = self._end
         b._aux = exp
@@ -1195,16 +1225,26 @@ class IoBuf:
         return f"IoBuf(len={len(self)}, {kind}, data={_preview(self._read_view())})"
 
 
-def _holders(own: _Lease) -> tuple[int, int]:
-    """Reference counts of the lease ``own`` and of its exporter (0 if none), as seen here.
+# The ownership checks below count references with ``sys.getrefcount`` and
+# then act on the count. Nothing may allocate between the count and the end of
+# the act: any allocation can start a garbage collection, whose finalizers may
+# make a new holder (a clone, a view) that the count did not see. So each
+# count is its own function returning a small int (cached, never allocated),
+# and the callers allocate what they need before counting.
 
-    Call it as ``_holders(holder._own)`` or ``_holders(holder._aux)``, with no
-    local bound to the lease. Each ``memoryview(exporter)`` family and each
-    IoBuf/IoBufMut sharing the lease adds one; :func:`_calibrate` measures what
-    "nobody else" looks like.
-    """
+
+def _lease_refs(own: _Lease) -> int:
+    """References to the lease ``own``: call it as ``_lease_refs(holder._own)`` (or
+    ``holder._aux``) with no local bound to the lease; each IoBuf/IoBufMut
+    sharing it adds one."""
+    return _getrefcount(own)
+
+
+def _view_refs(own: _Lease) -> int:
+    """References to the exporter of ``own`` (0 if none), called like
+    :func:`_lease_refs`; each live ``memoryview(exporter)`` family adds one."""
     exp = own.exp
-    return _getrefcount(own), (0 if exp is None else _getrefcount(exp))
+    return 0 if exp is None else _getrefcount(exp)
 
 
 def _exporter_refs(exp: Any) -> int:
@@ -1214,18 +1254,19 @@ def _exporter_refs(exp: Any) -> int:
 
 
 def _calibrate() -> tuple[int, int, int]:
-    """What :func:`_holders` and :func:`_exporter_refs` return when nothing else
-    holds the lease and the exporter (the holder's slot is the only reference)."""
+    """What :func:`_lease_refs`, :func:`_view_refs` and :func:`_exporter_refs`
+    return when the holder's slot is the only reference to lease and exporter."""
     own = _Lease(None, _DETACHED, object(), False)
     buf = _iobuf(_DETACHED, 0, 0, own)
     del own
-    lease_refs, export_refs = _holders(buf._own)  # type: ignore[arg-type]
+    lease_refs = _lease_refs(buf._own)  # type: ignore[arg-type]
+    view_refs = _view_refs(buf._own)  # type: ignore[arg-type]
     buf._own.exp = None  # type: ignore[union-attr]
     mut = _untracked(_DETACHED, 0, False)
     mut._aux = object()
     alone = _exporter_refs(mut._aux)
     mut._aux = None
-    return lease_refs, export_refs, alone
+    return lease_refs, view_refs, alone
 
 
 _LEASE_BASELINE, _EXPORT_BASELINE, _EXPORTER_ALONE = _calibrate()
