@@ -561,3 +561,43 @@ def test_a_pool_keeps_working_after_someone_empties_gc_callbacks_mid_collection(
         assert allocated(pool, PAGE) == 0
     finally:
         gc.callbacks[:] = saved
+
+
+def test_a_collection_inside_freeze_that_freezes_the_same_buffer_makes_one_owner() -> None:
+    """A finalizer run by a collection that starts inside ``freeze()`` (it allocates
+    the lease) may freeze the very same buffer: both results share one owner, so
+    the buffer returns once (it returned twice, and the class ran dry)."""
+    kept: list[IoBuf] = []
+
+    class Conn:
+        def __init__(self, buf: IoBufMut) -> None:
+            self.buf = buf
+            self.me = self
+
+        def __del__(self) -> None:
+            if len(self.buf):
+                kept.append(self.buf.freeze())
+
+    for threshold in (1, 2, 3, 4):
+        pool = BufferPool(config(PAGE, PAGE, 2))
+        for _ in range(10):
+            buf = pool.try_alloc(PAGE)
+            buf.put_slice(b"A" * 100)
+            gc.collect()
+            Conn(buf)
+            old = gc.get_threshold()
+            gc.set_threshold(threshold)
+            try:
+                frame = buf.freeze()
+            finally:
+                gc.set_threshold(*old)
+            del buf
+            gc.collect()
+            views = [f.as_memoryview() for f in (frame, *kept)]
+            kept.clear()
+            del frame
+            fill_every_free_buffer(pool, PAGE, 0x42)
+            assert all(bytes(v[:1]) in (b"A", b"") for v in views)
+            del views
+            gc.collect()
+            assert (allocated(pool, PAGE), available(pool, PAGE)) == (0, pool.stats().classes[0].created)

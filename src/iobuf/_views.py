@@ -590,7 +590,12 @@ class IoBufMut:
         aux = self._aux
         if cls is not None:
             if aux is None:
-                aux = self._aux = _new_export(cls, self._mv)
+                fresh = _new_export(cls, self._mv)
+                # Making it allocates, which may run a collection whose
+                # finalizers export from this very buffer: one exporter only.
+                aux = self._aux
+                if aux is None:
+                    aux = self._aux = fresh
             return memoryview(aux).cast("B")[start:end]
         if type(aux) is _Lease:
             return aux.view(start, end)
@@ -609,11 +614,16 @@ class IoBufMut:
         # Ownership moves in plain attribute stores, giving up before taking:
         # an exception (say from a signal handler) in between can at worst
         # leak the buffer, never leave two owners that both return it.
-        cls = self._cls
-        if FREE_THREADED and cls is None and type(self._mv.obj) is bytearray:
+        if FREE_THREADED and self._cls is None and type(self._mv.obj) is bytearray:
             # Untracked heap memory about to be seen by IoBufs in other threads.
             self._mv = shareable_view(self._mv)
         lease = _Lease(None, self._mv, None, self._grow)
+        # The allocations above may have run a collection whose finalizers
+        # shared this very buffer: read the ownership only now.
+        aux = self._aux
+        if type(aux) is _Lease:
+            return aux
+        cls = self._cls
         self._aux = lease
         self._cls = None
         lease.exp = aux
