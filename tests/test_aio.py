@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 import iobuf
 from iobuf import BufferPool, BufferPoolConfig, IoBuf, IoBufMut, IoBufs, PooledReader, PooledWriter
 
-from .helpers import allocated
+from .helpers import allocated, class_stats
 
 T = TypeVar("T")
 
@@ -49,6 +49,13 @@ def network_pool(per_class: int = 64) -> BufferPool:
 def in_use(pool: BufferPool) -> int:
     """Buffers of every class neither in the shared freelist nor this thread's cache."""
     return sum(c.created - c.global_free - c.local_free for c in pool.stats().classes)
+
+
+def tiny_pool(per_class: int) -> BufferPool:
+    """One class of 1 KiB buffers, no thread cache: every buffer is either in use or free."""
+    return BufferPool(
+        BufferPoolConfig(min_size=1024, max_size=1024, max_per_class=per_class, thread_cache_capacity=0)
+    )
 
 
 async def pooled_pair(
@@ -268,6 +275,67 @@ def test_readuntil_limit(run: Callable[[Awaitable[Any]], Any]) -> None:
     run(main())
 
 
+def test_a_read_that_raises_leaves_the_buffered_bytes(run: Callable[[Awaitable[Any]], Any]) -> None:
+    """With the pool closed, reads of a frame straddling two receive buffers raise
+    PoolClosed (they would copy into the pool) and take nothing: the bytes are
+    all still there afterwards, in order."""
+    pool = network_pool()
+    body = random.Random(12).randbytes(2999).replace(b"\n", b"_") + b"\n"
+
+    async def main() -> None:
+        reader, writer, _, peer = await pooled_pair(pool, chunk_size=2048)
+        try:
+            peer.write(body)
+            peer.write_eof()
+            for _ in range(1000):
+                if reader.buffered == 3000:
+                    break
+                await asyncio.sleep(0.002)
+            pool.close()
+            with pytest.raises(iobuf.PoolClosed):
+                await reader.readexactly(3000)
+            assert reader.buffered == 3000
+            with pytest.raises(iobuf.PoolClosed):
+                await reader.readuntil(b"\n")
+            assert reader.buffered == 3000
+            with pytest.raises(iobuf.PoolClosed):
+                await asyncio.wait_for(reader.read(), timeout=10)
+            assert reader.buffered == 3000
+            assert bytes(await reader.readexactly_chain(3000)) == body
+        finally:
+            await close(writer, peer)
+
+    run(main())
+
+
+def test_a_read_by_a_starved_reader_returns_its_bytes_after_the_pool_closed(
+    run: Callable[[Awaitable[Any]], Any],
+) -> None:
+    """A starved reader asks the pool again after each read; with the pool closed
+    that check fails, and the read still returns the bytes it took (it does not
+    raise PoolClosed with them gone)."""
+    pool = tiny_pool(2)
+
+    async def main() -> None:
+        reader, writer, _, peer = await pooled_pair(pool, chunk_size=1024)
+        try:
+            held = [pool.try_alloc(1024), pool.try_alloc(1024)]  # the class is exhausted
+            peer.write(b"s" * 100)
+            for _ in range(1000):
+                if reader.starved:
+                    break
+                await asyncio.sleep(0.002)
+            assert reader.starved and reader.reading_paused
+            pool.close()
+            assert await asyncio.wait_for(reader.read(100), timeout=10) == b"s" * 100
+            assert reader.starved and reader.reading_paused  # a closed pool serves nothing
+            del held
+        finally:
+            await close(writer, peer)
+
+    run(main())
+
+
 # -- flow control ---------------------------------------------------------------------
 
 
@@ -370,6 +438,94 @@ def test_cancelling_a_waiting_read_loses_no_bytes(run: Callable[[Awaitable[Any]]
     run(main())
 
 
+@pytest.mark.parametrize("first_read", ["readexactly", "readuntil", "read"])
+def test_a_read_whose_own_unread_bytes_pin_the_pool_still_completes(
+    run: Callable[[Awaitable[Any]], Any], first_read: str
+) -> None:
+    """Two 1 KiB buffers, a 4097-byte message: the unread bytes hold the whole class,
+    so the read completes only if the reader receives the rest into heap buffers.
+    The fallback is counted by the reader and by the pool's exhausted counter."""
+    pool = tiny_pool(2)
+    body = random.Random(11).randbytes(4096).replace(b"\n", b"_")
+
+    async def main() -> None:
+        reader, writer, _, peer = await pooled_pair(pool, chunk_size=1024)
+        try:
+            peer.write(body + b"\n")
+            peer.write_eof()
+            if first_read == "readexactly":
+                assert await asyncio.wait_for(reader.readexactly(4096), timeout=10) == body
+                assert await asyncio.wait_for(reader.readuntil(b"\n"), timeout=10) == b"\n"
+            elif first_read == "readuntil":
+                assert await asyncio.wait_for(reader.readuntil(b"\n"), timeout=10) == body + b"\n"
+            rest = body + b"\n" if first_read == "read" else b""
+            assert await asyncio.wait_for(reader.read(), timeout=10) == rest
+            assert reader.heap_fallbacks >= 1
+            assert class_stats(pool, 1024).exhausted_total >= 1
+        finally:
+            await close(writer, peer)
+
+    run(main())
+    gc.collect()
+    assert in_use(pool) == 0
+
+
+def test_readers_sharing_an_exhausted_class_all_finish_their_frames(
+    run: Callable[[Awaitable[Any]], Any],
+) -> None:
+    """Eight connections, eight 1 KiB buffers, a 4 KiB frame each sent in two parts:
+    the first halves pin every buffer, and every waiting read still completes."""
+    pool = tiny_pool(8)
+    bodies = [random.Random(i).randbytes(4096) for i in range(8)]
+
+    async def main() -> None:
+        pairs = [await pooled_pair(pool, chunk_size=1024) for _ in bodies]
+        try:
+            reads = [asyncio.create_task(reader.readexactly(4096)) for reader, _, _, _ in pairs]
+            for (_, _, _, peer), body in zip(pairs, bodies, strict=True):
+                peer.write(body[:2048])
+            await asyncio.sleep(0.05)
+            for (_, _, _, peer), body in zip(pairs, bodies, strict=True):
+                peer.write(body[2048:])
+            got = await asyncio.wait_for(asyncio.gather(*reads), timeout=10)
+            assert got == bodies
+            assert sum(reader.heap_fallbacks for reader, _, _, _ in pairs) >= 1
+        finally:
+            for _, writer, _, peer in pairs:
+                await close(writer, peer)
+
+    run(main())
+
+
+def test_a_lost_connection_takes_no_pool_buffer(run: Callable[[Awaitable[Any]], Any]) -> None:
+    """A starved reader whose connection is gone never takes a buffer from the pool,
+    neither when reads resume it nor from its retry timer, however long it lives."""
+    pool = tiny_pool(2)
+
+    async def main() -> None:
+        reader, writer, _, peer = await pooled_pair(pool, chunk_size=1024)
+        try:
+            held = [pool.try_alloc(1024), pool.try_alloc(1024)]  # the class is exhausted
+            peer.write(b"s" * 100)
+            for _ in range(1000):
+                if reader.starved:
+                    break
+                await asyncio.sleep(0.002)
+            assert reader.starved and reader.reading_paused
+            writer.close()
+            await writer.wait_closed()  # connection_lost ran
+            held.clear()  # the buffers are free again
+            await asyncio.sleep(0.1)  # a retry timer would have fired by now
+            assert await asyncio.wait_for(reader.read(), timeout=10) == b"s" * 100
+            assert await reader.read(10) == b""
+            await asyncio.sleep(0.1)
+            assert allocated(pool, 1024) == 0  # the reader is alive and holds none
+        finally:
+            await close(writer, peer)
+
+    run(main())
+
+
 # -- writing ---------------------------------------------------------------------------
 
 
@@ -419,6 +575,37 @@ def test_a_reset_connection_raises_in_readers_and_drain(run: Callable[[Awaitable
             await reader.readexactly(10)
         with pytest.raises(ConnectionError):
             await writer.drain()
+
+    run(main())
+
+
+def test_a_failing_handler_is_reported_and_its_connection_closed(
+    run: Callable[[Awaitable[Any]], Any],
+) -> None:
+    """As asyncio's start_server (3.12+): an exception from the handler goes to the
+    loop's exception handler and the connection is closed, so the client sees EOF."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        reported: list[dict[str, Any]] = []
+        loop.set_exception_handler(lambda _, context: reported.append(context))
+
+        async def handler(reader: PooledReader, writer: PooledWriter) -> None:
+            await reader.readexactly(5)
+            raise ValueError("handler failed")
+
+        server = await iobuf.start_server(handler, "127.0.0.1", 0, pool=network_pool())
+        port = server.sockets[0].getsockname()[1]
+        peer_reader, peer_writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            peer_writer.write(b"hello")
+            assert await asyncio.wait_for(peer_reader.read(), timeout=10) == b""
+            errors = [c["exception"] for c in reported if "exception" in c]
+            assert len(errors) == 1 and isinstance(errors[0], ValueError)
+        finally:
+            await close(peer_writer)
+            server.close()
+            await server.wait_closed()
 
     run(main())
 

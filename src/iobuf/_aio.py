@@ -21,10 +21,25 @@ Invariants:
   resumes once reads bring it below) and *starved* (the pool's class is
   exhausted; the loop gets one small heap buffer for the read already under
   way, then reading pauses and resumes as soon as the pool can serve a buffer
-  again, checked on every read call and by a timer with backoff). Memory use
-  is therefore bounded by the pool, not by the peer.
-- Cancelling a waiting read loses nothing: bytes are only taken from the
-  buffer after the wait completes.
+  again, checked on every read call and by a timer with backoff).
+- Neither reason pauses a read that waits for more bytes than are buffered:
+  a frame larger than ``high_water`` must still arrive, and the unread bytes
+  may be the very ones that exhaust the pool, so a starved reader with a
+  waiting read receives into heap buffers (``heap_fallbacks`` counts them; the
+  pool counts each refusal in ``exhausted_total``). Exhaustion slows a reader
+  but never stops one. Memory use is therefore bounded by the pool plus what
+  waiting reads ask for, not by the peer.
+- Once the connection is lost the reader takes no pool buffer again: the retry
+  timer is cancelled and pause bookkeeping stops where there is no transport.
+- Reads build their result before taking anything from the buffer, so a read
+  that raises (a closed pool, cancellation) leaves the buffered bytes as they
+  were. The exceptions that take bytes are StreamReader's own:
+  ``IncompleteReadError`` at EOF takes them into its ``partial``, and an
+  overlong ``readline`` drops the line.
+- ``readuntil``/``readline`` follow ``asyncio.StreamReader`` (CPython 3.11)
+  step for step: ``limit`` excludes the separator, ``LimitOverrunError.consumed``
+  is where the separator starts, or how far the buffer was searched without
+  finding one; an overlong ``readline`` raises ``ValueError``.
 
 Thread safety: like asyncio's streams, an object belongs to the event loop
 that created it; call it only from that loop's thread.
@@ -39,7 +54,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from ._chain import IoBufs
-from ._errors import Exhausted, Oversized, check_nonneg, check_positive
+from ._errors import Exhausted, Oversized, PoolError, check_nonneg, check_positive
 from ._pool import BufferPool
 from ._views import IoBuf, IoBufMut, _empty_iobuf, join_adjacent, split_filled
 
@@ -56,6 +71,9 @@ DEFAULT_LIMIT: Final = 1 << 16
 #: Retry delays (seconds) while starved: doubling from the first to the last.
 _RETRY_FIRST: Final = 0.001
 _RETRY_LAST: Final = 0.05
+# asyncio.StreamReader.readuntil's messages (CPython 3.11).
+_SEPARATOR_NOT_FOUND: Final = "Separator is not found, and chunk exceed the limit"
+_SEPARATOR_TOO_FAR: Final = "Separator is found, but chunk is longer than limit"
 
 ClientConnected = Callable[["PooledReader", "PooledWriter"], "Awaitable[None] | None"]
 
@@ -106,6 +124,7 @@ class PooledReader(asyncio.BufferedProtocol):
         self._connected_cb = client_connected_cb
         self._task: asyncio.Task[None] | None = None
         self._copied = 0
+        self._heap_fallbacks = 0
 
     # -- facts -------------------------------------------------------------------------
 
@@ -127,6 +146,11 @@ class PooledReader(asyncio.BufferedProtocol):
         """Bytes that reads had to copy because they straddled receive buffers
         (the rest were handed out as views of the buffers they arrived in)."""
         return self._copied
+
+    @property
+    def heap_fallbacks(self) -> int:
+        """Receive buffers that came from the heap because the pool's class was exhausted."""
+        return self._heap_fallbacks
 
     @property
     def reading_paused(self) -> bool:
@@ -155,7 +179,8 @@ class PooledReader(asyncio.BufferedProtocol):
         if cb is not None:
             result = cb(self, PooledWriter(transport, self))
             if asyncio.iscoroutine(result):
-                self._task = loop.create_task(result)
+                task = self._task = loop.create_task(result)
+                task.add_done_callback(lambda done: _handler_done(done, transport))
 
     def get_buffer(self, sizehint: int) -> memoryview:
         cur = self._cur
@@ -251,17 +276,7 @@ class PooledReader(asyncio.BufferedProtocol):
         count = check_nonneg("n", n)
         if len(self._chain) < count:
             await self._fill(count)
-        chain = self._chain
-        first = chain._chunks[0] if chain._chunks else None
-        if first is not None and len(first) >= count:
-            out = chain.copy_to_bytes(count)
-        elif count == 0:
-            out = _empty_iobuf()
-        else:
-            out = chain.split_to(count).coalesce_with_pool(self._pool)
-            self._copied += count
-        self._consumed()
-        return out
+        return self._take(count)
 
     async def readexactly_chain(self, n: int) -> IoBufs:
         """Exactly ``n`` bytes as an :class:`~iobuf.IoBufs` chain, never copying.
@@ -289,10 +304,11 @@ class PooledReader(asyncio.BufferedProtocol):
             while not self._eof:
                 await self._wait(len(self._chain) + 1)
             self._raise_pending()
-            rest = self._chain.split_to(len(self._chain))
-            if rest.chunk_count > 1:
-                self._copied += len(rest)
-            out = rest.coalesce_with_pool(self._pool)
+            chain = self._chain
+            out = chain.coalesce_with_pool(self._pool)  # first: it may raise (a closed pool)
+            if chain.chunk_count > 1:
+                self._copied += len(chain)
+            chain.advance(len(chain))
             self._consumed()
             return out
         if not self._chain:
@@ -307,31 +323,34 @@ class PooledReader(asyncio.BufferedProtocol):
         return out
 
     async def readuntil(self, separator: bytes = b"\n") -> IoBuf:
-        """The bytes up to and including ``separator``.
+        """The bytes up to and including ``separator``, as ``asyncio.StreamReader.readuntil``.
 
-        Raises ``asyncio.LimitOverrunError`` if ``limit`` bytes arrive without
-        one (the bytes stay buffered) and ``asyncio.IncompleteReadError`` at
-        EOF, like ``asyncio.StreamReader.readuntil``.
+        Raises ``asyncio.LimitOverrunError`` if more than ``limit`` bytes (not
+        counting the separator) come before it, or arrive without one; the bytes
+        stay buffered. Raises ``asyncio.IncompleteReadError`` at EOF, with the
+        bytes that did arrive, taken from the buffer.
         """
         if not isinstance(separator, (bytes, bytearray)):
             raise TypeError(f"separator must be bytes, not {type(separator).__name__}")
         if not separator:
             raise ValueError("separator must not be empty")
         sep = bytes(separator)
+        seplen = len(sep)
         finder = re.compile(re.escape(sep))
+        # StreamReader's loop step for step, so that its limit checks see the same
+        # lengths: no separator starts before ``offset``.
         offset = 0
         while True:
-            end = self._find(finder, offset)
-            if end >= 0:
-                if end > self._limit:
-                    raise asyncio.LimitOverrunError("separator found, but the chunk exceeds the limit", end)
-                return await self.readexactly(end)
             size = len(self._chain)
-            offset = max(0, size - len(sep) + 1)
-            if size > self._limit:
-                raise asyncio.LimitOverrunError(
-                    "separator not found and the buffer exceeds the limit", offset
-                )
+            if size - offset >= seplen:
+                start = self._find(finder, offset)
+                if start >= 0:
+                    if start > self._limit:
+                        raise asyncio.LimitOverrunError(_SEPARATOR_TOO_FAR, start)
+                    return self._take(start + seplen)
+                offset = size + 1 - seplen
+                if offset > self._limit:
+                    raise asyncio.LimitOverrunError(_SEPARATOR_NOT_FOUND, offset)
             if self._eof:
                 self._raise_pending()
                 partial = bytes(self._chain.split_to(size))
@@ -340,11 +359,23 @@ class PooledReader(asyncio.BufferedProtocol):
             await self._wait(size + 1)
 
     async def readline(self) -> IoBuf:
-        """:meth:`readuntil` with ``b"\\n"``, returning what is left at EOF instead of raising."""
+        """:meth:`readuntil` with ``b"\\n"``, as ``asyncio.StreamReader.readline``.
+
+        Returns what is left at EOF instead of raising. A line longer than
+        ``limit`` raises ``ValueError`` and is dropped: through its newline, or
+        everything buffered if none was found.
+        """
         try:
             return await self.readuntil(b"\n")
         except asyncio.IncompleteReadError as e:
             return IoBuf(e.partial)
+        except asyncio.LimitOverrunError as e:
+            chain = self._chain
+            # A newline that was found starts at e.consumed; without one,
+            # e.consumed is the whole buffer (the separator is one byte).
+            chain.advance(min(e.consumed + 1, len(chain)))
+            self._consumed()
+            raise ValueError(e.args[0]) from e
 
     def __aiter__(self) -> PooledReader:
         return self
@@ -358,7 +389,7 @@ class PooledReader(asyncio.BufferedProtocol):
     # -- internals ----------------------------------------------------------------------
 
     def _find(self, finder: re.Pattern[bytes], offset: int) -> int:
-        """The end index of the first separator at or after ``offset``, or -1."""
+        """The start index of the first separator at or after ``offset``, or -1."""
         chunks = self._chain._chunks
         if len(chunks) == 1:
             view = chunks[0].as_memoryview()
@@ -368,7 +399,40 @@ class PooledReader(asyncio.BufferedProtocol):
                 view.release()
         else:
             match = finder.search(b"".join(bytes(c) for c in chunks), offset)
-        return -1 if match is None else match.end()
+        return -1 if match is None else match.start()
+
+    def _take(self, count: int) -> IoBuf:
+        """The first ``count <= buffered`` bytes as one IoBuf, taken from the buffer.
+
+        Zero-copy within one receive buffer; otherwise copied into a pool buffer,
+        and taken only once the copy is made, so a failure leaves them buffered.
+        """
+        chain = self._chain
+        chunks = chain._chunks
+        if chunks and len(chunks[0]) >= count:
+            out = chain.copy_to_bytes(count)
+        elif count == 0:
+            out = _empty_iobuf()
+        else:
+            out = self._copy_front(count)
+            chain.advance(count)
+            self._copied += count
+        if self._paused:
+            self._update_pause()
+        return out
+
+    def _copy_front(self, count: int) -> IoBuf:
+        """A copy of the first ``count`` buffered bytes, which straddle receive
+        buffers, in one buffer of the pool; takes nothing from the reader."""
+        out = self._pool.alloc(count)
+        for chunk in self._chain._chunks:
+            view = chunk._read_view()
+            if len(view) >= count:
+                out.put_slice(view[:count])
+                break
+            out.put_slice(view)
+            count -= len(view)
+        return out.freeze()
 
     async def _fill(self, count: int) -> None:
         while len(self._chain) < count:
@@ -411,40 +475,46 @@ class PooledReader(asyncio.BufferedProtocol):
         """A receive buffer of at least ``size`` bytes; a heap buffer (and starvation)
         when the pool cannot serve one."""
         try:
-            return self._pool.try_alloc(size)
+            fresh = self._pool.try_alloc(size)
         except Oversized:
             return IoBufMut.with_capacity(size)
         except Exhausted:
             self._starved = True
+            self._heap_fallbacks += 1
             return IoBufMut.with_capacity(min(size, self._chunk_size))
+        if self._starved:  # a waiting read kept reading going; the pool serves again
+            self._starved = False
+            self._cancel_retry()
+        return fresh
 
     def _update_pause(self) -> None:
         """Recompute both pause reasons and pause or resume the transport."""
-        # High water holds unless a waiting read needs more than is buffered
-        # (a frame larger than high_water must still arrive).
+        transport = self._transport
+        if transport is None:
+            return  # the connection is gone (or not made): take no pool buffer for it
+        # Neither reason holds while a waiting read needs more than is buffered
+        # (see the module notes: its progress may need buffers the pool lacks).
         size = len(self._chain)
-        self._over_high = self._want <= size >= self._high
-        if self._starved:
+        waiting = self._want > size
+        self._over_high = not waiting and size >= self._high
+        if self._starved and not waiting:
             try:
                 fresh = self._pool.try_alloc(self._chunk_size)
-            except Exhausted:
+            except PoolError:  # exhausted, or closed: stay starved (this may run after a read took its bytes)
                 pass
             else:
                 # The heap stand-in holds no unread bytes (each receive is split off).
                 self._cur = fresh
                 self._starved = False
                 self._cancel_retry()
-        transport = self._transport
-        if transport is None:
-            return
-        should_pause = self._over_high or self._starved
+        should_pause = self._over_high or (self._starved and not waiting)
         if should_pause and not self._paused:
             self._paused = True
             transport.pause_reading()
         elif not should_pause and self._paused:
             self._paused = False
             transport.resume_reading()
-        if self._starved and self._retry is None:
+        if should_pause and self._starved and self._retry is None:
             self._retry = asyncio.get_running_loop().call_later(self._retry_delay, self._retry_now)
 
     def _retry_now(self) -> None:
@@ -481,6 +551,23 @@ class PooledReader(asyncio.BufferedProtocol):
         if self._paused:
             state.append("starved" if self._starved else "paused")
         return f"PooledReader(buffered={len(self._chain)}{''.join(', ' + s for s in state)})"
+
+
+def _handler_done(task: asyncio.Task[Any], transport: asyncio.Transport) -> None:
+    """As asyncio's ``start_server`` (3.12+): a connection whose handler failed or was
+    cancelled is closed, and the handler's exception goes to the loop's exception handler."""
+    if not task.cancelled():
+        exc = task.exception()
+        if exc is None:
+            return
+        task.get_loop().call_exception_handler(
+            {
+                "message": "Unhandled exception in client_connected_cb",
+                "exception": exc,
+                "transport": transport,
+            }
+        )
+    transport.close()
 
 
 class PooledWriter:
@@ -577,7 +664,9 @@ async def start_server(
     **kwds: Any,
 ) -> asyncio.Server:
     """Like ``asyncio.start_server``: ``client_connected_cb(reader, writer)`` runs
-    (as a task if it is a coroutine function) for each connection."""
+    (as a task if it is a coroutine function) for each connection. As in asyncio
+    3.12+, a task that raises is reported to the loop's exception handler, and a
+    task that raises or is cancelled closes its connection."""
     loop: Any = asyncio.get_running_loop()
     return await loop.create_server(  # type: ignore[no-any-return]
         lambda: PooledReader(
