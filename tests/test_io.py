@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import tempfile
@@ -174,3 +175,134 @@ def test_bad_arguments(
     """Wrong types and values are TypeError/ValueError before any I/O happens."""
     with pytest.raises(error):
         call(pool, pair[0])  # type: ignore[operator]
+
+
+# -- borrowing: the write helpers never consume or change their arguments ------------------
+
+
+def closed_fd(path: Path) -> int:
+    """The number of an fd that was open on ``path`` and is closed now."""
+    fd = os.open(path, os.O_RDONLY)
+    os.close(fd)
+    return fd
+
+
+def argument_of(kind: str, pool: BufferPool, data: bytes) -> IoBufMut | IoBuf | IoBufs | bytearray:
+    """``data`` as each kind of argument the write helpers take."""
+    if kind == "pooled IoBufMut":
+        buf = pool.alloc(len(data))
+        buf.put_slice(data)
+        return buf
+    if kind == "heap IoBufMut":
+        return IoBufMut(data)
+    if kind == "pooled IoBuf":
+        buf = pool.alloc(len(data))
+        buf.put_slice(data)
+        return buf.freeze()
+    if kind == "IoBufs":
+        half = pool.alloc(len(data))
+        half.put_slice(data[: len(data) // 2])
+        return IoBufs([half, data[len(data) // 2 :]])
+    return bytearray(data)
+
+
+KINDS = ["pooled IoBufMut", "heap IoBufMut", "pooled IoBuf", "IoBufs", "bytearray"]
+
+
+def shape(arg: object) -> tuple[object, ...]:
+    """What must not change: type, length, bytes, chunk layout, and for IoBufMut capacity and pooling."""
+    if isinstance(arg, IoBufs):
+        return (IoBufs, len(arg), bytes(arg), [len(c) for c in arg.chunks()])
+    if isinstance(arg, IoBufMut):
+        return (IoBufMut, len(arg), bytes(arg), arg.capacity, arg.is_pooled)
+    assert isinstance(arg, (IoBuf, bytearray))
+    return (type(arg), len(arg), bytes(arg))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_send_all_borrows_its_argument(
+    kind: str, pool: BufferPool, pair: tuple[socket.socket, socket.socket]
+) -> None:
+    """send_all leaves the caller's object as it was, after a successful send and after a
+    failed one (closed socket -> EBADF); the bytes sent are the argument's."""
+    a, b = pair
+    data = payload(3000, 1)
+    arg = argument_of(kind, pool, data)
+    before = shape(arg)
+    assert send_all(a, arg) == len(data)
+    assert b.recv(len(data), socket.MSG_WAITALL) == data
+    assert shape(arg) == before
+    dead = socket.socket()
+    dead.close()
+    with pytest.raises(OSError, match="Bad file descriptor") as info:
+        send_all(dead, arg)
+    assert info.value.errno == errno.EBADF
+    assert shape(arg) == before
+    assert send_all(a, arg) == len(data)  # still usable: the same bytes go out again
+    assert b.recv(len(data), socket.MSG_WAITALL) == data
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("helper", ["write_all", "pwrite_all"])
+def test_fd_write_helpers_borrow_their_argument(
+    kind: str, helper: str, pool: BufferPool, disk_file: Path
+) -> None:
+    """write_all/pwrite_all leave the caller's object as it was, after a successful write and
+    after failed ones (a closed fd and a read-only fd -> EBADF)."""
+    data = payload(5000, 2)
+    arg = argument_of(kind, pool, data)
+    before = shape(arg)
+
+    def write(fd: int) -> int:
+        return write_all(fd, arg) if helper == "write_all" else pwrite_all(fd, arg, 0)
+
+    fd = os.open(disk_file, os.O_WRONLY)
+    try:
+        assert write(fd) == len(data)
+    finally:
+        os.close(fd)
+    assert disk_file.read_bytes() == data
+    assert shape(arg) == before
+    with pytest.raises(OSError, match="Bad file descriptor") as info:
+        write(closed_fd(disk_file))
+    assert info.value.errno == errno.EBADF
+    assert shape(arg) == before
+    read_only = os.open(disk_file, os.O_RDONLY)
+    try:
+        with pytest.raises(OSError, match="Bad file descriptor"):
+            write(read_only)
+    finally:
+        os.close(read_only)
+    assert shape(arg) == before
+
+
+def test_borrowed_pooled_buffer_stays_the_callers(pool: BufferPool, disk_file: Path) -> None:
+    """After a write the caller's pooled IoBufMut can still be appended to, is still pooled,
+    and goes back to the pool when the caller drops it (the helper kept nothing)."""
+    buf = pool.alloc(1024)
+    buf.put_slice(b"head")
+    with open(disk_file, "wb", buffering=0) as f:
+        write_all(f, buf)
+        buf.put_slice(b"-tail")
+        write_all(f, buf)
+    assert disk_file.read_bytes() == b"headhead-tail"
+    assert buf.is_pooled and buf == b"head-tail"
+    del buf
+    assert allocated(pool, 1024) == 0
+
+
+def test_partial_sends_resume_mid_chunk_across_iov_max_batches(
+    pool: BufferPool, pair: tuple[socket.socket, socket.socket]
+) -> None:
+    """3 x IOV_MAX chunks of 1000 bytes (far past the socket buffer) arrive whole and in order:
+    sends stop mid-chunk and the next batch resumes there."""
+    a, b = pair
+    pieces = [payload(1000, i) for i in range(3 * IOV_MAX)]
+    chain = IoBufs(pieces)
+    got: list[bytes] = []
+    reader = threading.Thread(target=drain, args=(b, 1000 * len(pieces), got))
+    reader.start()
+    assert send_all(a, chain) == 1000 * len(pieces)
+    reader.join()
+    assert got[0] == b"".join(pieces)
+    assert chain.chunk_count == len(pieces)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import errno
+import gc
 import os
+import pickle
 import random
 import shutil
 import subprocess
@@ -11,6 +14,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -273,3 +277,74 @@ def test_repr_and_facts(pool: BufferPool, disk_dir: Path) -> None:
     with BlockFile(path, pool, mode="w+", direct=False) as f:
         assert f.pool is pool and f.path == str(path) and f.fileno() >= 0
         assert repr(f) == f"BlockFile({str(path)!r}, mode='w+', buffered, block_size=1)"
+
+
+# -- no copies of an open file; write_at borrows its argument --------------------------------
+
+
+@pytest.mark.parametrize(
+    "duplicate",
+    [copy.copy, copy.deepcopy, *(lambda f, p=p: pickle.dumps(f, protocol=p) for p in range(6))],
+    ids=["copy", "deepcopy", *(f"pickle-{p}" for p in range(6))],
+)
+def test_blockfile_cannot_be_copied_or_pickled(pool: BufferPool, disk_dir: Path, duplicate: Any) -> None:
+    """copy.copy, copy.deepcopy and pickle (every protocol) raise a TypeError that says so:
+    a copy would share the fd and close it under the original when dropped."""
+    path = disk_dir / "no-copies"
+    with BlockFile(path, pool, mode="w+", direct=False) as f:
+        with pytest.raises(TypeError, match=r"a BlockFile cannot be (copied|pickled)"):
+            duplicate(f)
+        gc.collect()
+        f.write_at(0, b"still mine")  # the fd is still the original's, and open
+        assert f.read_at(0, 10) == b"still mine"
+    assert path.read_bytes() == b"still mine"
+
+
+@pytest.mark.parametrize("direct", [False, None])
+def test_write_at_borrows_its_argument(pool: BufferPool, disk_dir: Path, direct: bool | None) -> None:
+    """write_at leaves a pooled IoBufMut (and an IoBufs) as they were, after a successful
+    write and after a failed one (a read-only file: EBADF), buffered and (where the disk
+    allows) direct."""
+    path = disk_dir / "borrow"
+    data = pattern(2 * PAGE, 21)
+    buf = pool.alloc(2 * PAGE)
+    buf.put_slice(data)
+    chain = IoBufs([data[:100], IoBuf(data[100:])])
+    with BlockFile(path, pool, mode="w+", direct=direct) as f:
+        assert f.write_at(0, buf) == 2 * PAGE
+        assert f.write_at(2 * PAGE, chain) == 2 * PAGE
+    assert buf == data and buf.is_pooled and buf.capacity == 2 * PAGE
+    assert chain == data and chain.chunk_count == 2
+    assert path.read_bytes() == data + data
+    with BlockFile(path, pool, mode="r", direct=direct) as f:
+        with pytest.raises(OSError, match="Bad file descriptor"):
+            f.write_at(0, buf)
+        with pytest.raises(OSError, match="Bad file descriptor"):
+            f.write_at(0, chain)
+    assert buf == data and buf.is_pooled and buf.capacity == 2 * PAGE
+    assert chain == data and chain.chunk_count == 2
+
+
+def test_rejected_direct_write_at_changes_nothing(pool: BufferPool, direct_dir: Path) -> None:
+    """Under O_DIRECT a misaligned length or offset is a ValueError, checked before the
+    argument is touched: the caller's IoBufMut keeps its bytes, and the file is unchanged."""
+    path = direct_dir / "rejected"
+    with BlockFile(path, pool, mode="w+") as f:
+        assert f.direct
+        short = pool.alloc(PAGE)
+        short.put_slice(b"not a whole block")
+        with pytest.raises(ValueError, match="length 17 is not a multiple"):
+            f.write_at(0, short)
+        assert short == b"not a whole block" and short.is_pooled
+        whole = pool.alloc(PAGE)
+        whole.put_slice(pattern(PAGE, 22))
+        with pytest.raises(ValueError, match="offset 512 is not a multiple"):
+            f.write_at(512, whole)
+        assert whole == pattern(PAGE, 22) and whole.is_pooled
+        chain = IoBufs([b"a" * 10, b"b" * 20])
+        with pytest.raises(ValueError, match="length 30 is not a multiple"):
+            f.write_at(0, chain)
+        assert chain == b"a" * 10 + b"b" * 20 and chain.chunk_count == 2
+        assert f.size() == 0
+        assert f.write_at(0, whole) == PAGE  # and the same buffer is still good to write
+    assert path.read_bytes() == pattern(PAGE, 22)

@@ -113,6 +113,9 @@ class IoBufs:
     (b'head:bo', b'dy:tail')
     >>> chain.coalesce() == b"dy:tail"
     True
+
+    ``copy.copy`` (= :meth:`clone`) shares the chunks' memory; ``copy.deepcopy``
+    and pickling (every protocol) copy the bytes, keeping the chunk layout.
     """
 
     __slots__ = ("_chunks", "_len")
@@ -178,6 +181,14 @@ class IoBufs:
         out._chunks = deque(IoBuf(bytes(c._read_view())) for c in self._chunks)
         out._len = self._len
         return out
+
+    def __reduce__(self) -> tuple[type[IoBufs], tuple[list[bytes]]]:
+        """Pickle (any protocol) as a copy of each chunk's bytes, like IoBuf and IoBufMut.
+
+        The unpickled chain has the same bytes and chunk layout and holds no
+        pooled memory (as :func:`copy.deepcopy` gives).
+        """
+        return (IoBufs, ([bytes(c._read_view()) for c in self._chunks],))
 
     # -- shape -----------------------------------------------------------------
 

@@ -15,6 +15,13 @@ Invariants:
   :data:`STAGE_BYTES` at a time).
 - ``read_at`` returns fewer bytes than asked only at end of file; ``write_at``
   writes everything or raises ``OSError`` (partial writes are retried).
+- ``write_at`` borrows its data, as the ``_io`` write helpers do: every
+  argument (offset, type, ``O_DIRECT`` alignment) is checked first, and the
+  caller's ``IoBufMut``/``IoBuf``/``IoBufs``/bytes-like is never consumed or
+  changed, whether the call returns or raises.
+- A ``BlockFile`` owns its fd: it cannot be copied or pickled (``TypeError``),
+  since a copy would close the fd under the original when dropped (and the
+  original would then write into whatever file next got that number).
 - Reads land in buffers of the pool (``pool.alloc``: an exhausted or oversized
   request gets an untracked buffer with the pool's alignment, so ``O_DIRECT``
   rules still hold).
@@ -29,16 +36,17 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn
 
 from ._chain import IoBufs
 from ._errors import check_nonneg
-from ._io import pwrite_all
+from ._io import _borrowed_views, _check_offset, _pwrite_views, _release_views
 from ._memory import page_size
 from ._pool import BufferPool
 from ._views import IoBuf, IoBufMut
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from types import TracebackType
 
     from ._views import BytesLike
@@ -169,7 +177,7 @@ class BlockFile:
         Fewer bytes come back only at end of file (an empty IoBuf past it).
         """
         fd = self._checked_fd()
-        position = check_nonneg("offset", offset)
+        position = _check_offset("offset", offset)
         want = check_nonneg("n", n)
         block = self._block
         if block > 1:
@@ -200,7 +208,7 @@ class BlockFile:
         if not isinstance(buf, IoBufMut):
             raise TypeError(f"buf must be an IoBufMut, not {type(buf).__name__}")
         fd = self._checked_fd()
-        position = check_nonneg("offset", offset)
+        position = _check_offset("offset", offset)
         block = self._block
         spare = buf.spare_capacity()
         try:
@@ -229,44 +237,48 @@ class BlockFile:
     def write_at(self, offset: int, data: IoBufs | BytesLike) -> int:
         """Write all of ``data`` at ``offset``; returns the number of bytes written.
 
-        Under ``O_DIRECT``, chunks that are block-aligned pooled memory go to
-        the kernel as they are; anything else is copied through pooled aligned
-        buffers first.
+        ``data`` is borrowed: it is left as it was, whether the call returns or
+        raises (bad arguments, a misaligned offset or length under ``O_DIRECT``
+        included, raise before anything is written). Under
+        ``O_DIRECT``, chunks that are block-aligned memory (pooled buffers of a
+        page-aligned pool) go to the kernel as they are; anything else is copied
+        through pooled aligned buffers first.
         """
         fd = self._checked_fd()
-        position = check_nonneg("offset", offset)
-        if self._block == 1:
-            return pwrite_all(fd, data, position)
-        chain = data.clone() if isinstance(data, IoBufs) else IoBufs([data])
-        total = len(chain)
-        self._check_aligned(position, total)
-        block = self._block
-        if all(c.address % block == 0 and len(c) % block == 0 for c in chain._chunks):
-            return pwrite_all(fd, chain, position)
-        return self._write_staged(fd, chain, position, total)
+        position = _check_offset("offset", offset)
+        views = _borrowed_views(data)
+        try:
+            block = self._block
+            if block > 1:
+                total = sum(map(len, views))
+                self._check_aligned(position, total)
+                if views and not _in_whole_aligned_blocks(data, block):
+                    return self._write_staged(fd, views, position, total)
+            return _pwrite_views(fd, views, position)
+        finally:
+            _release_views(views)
 
-    def _write_staged(self, fd: int, chain: IoBufs, position: int, total: int) -> int:
+    def _write_staged(self, fd: int, views: list[memoryview], position: int, total: int) -> int:
+        """Copy ``views`` through one pooled aligned stage of whole blocks, writing it each time it fills."""
         stage = self._pool.alloc(min(total, STAGE_BYTES))
         room = min(stage.capacity, STAGE_BYTES)
         room -= room % self._block
-        while chain:
-            stage.clear()
-            for chunk in chain.split_to(min(room, len(chain))).chunks():
-                stage.put_slice(chunk)
-            view = stage.as_memoryview()
-            try:
-                done = 0
-                while done < len(view):
-                    done += os.pwritev(fd, [view[done:]], position + done)
-            finally:
-                view.release()
-            position += done
+        for view in views:
+            start = 0
+            while start < len(view):
+                take = min(room - len(stage), len(view) - start)
+                stage.put_slice(view[start : start + take])
+                start += take
+                if len(stage) == room:
+                    position += _write_stage(fd, stage, position)
+        if stage:  # whole blocks too: total and room are multiples of the block size
+            _write_stage(fd, stage, position)
         return total
 
     def truncate(self, size: int) -> None:
         """Set the file's size (must be block-aligned under ``O_DIRECT``)."""
         fd = self._checked_fd()
-        length = check_nonneg("size", size)
+        length = _check_offset("size", size)
         if self._block > 1 and length % self._block:
             raise ValueError(f"size {length} is not a multiple of the block size {self._block} (O_DIRECT)")
         os.ftruncate(fd, length)
@@ -304,6 +316,15 @@ class BlockFile:
 
     # -- protocols -------------------------------------------------------------------
 
+    def __copy__(self) -> NoReturn:
+        raise TypeError("a BlockFile cannot be copied: the copy would share its fd; open the path again")
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> NoReturn:
+        raise TypeError("a BlockFile cannot be copied: the copy would share its fd; open the path again")
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("a BlockFile cannot be pickled: it owns an open fd; send the path and open it there")
+
     def __enter__(self) -> BlockFile:
         return self
 
@@ -338,3 +359,29 @@ def _why_not_direct(direct: bool | None, pool: BufferPool, block: int) -> str | 
             "use BufferPoolConfig.for_storage() or with_alignment(page_size())"
         )
     return None
+
+
+def _in_whole_aligned_blocks(data: IoBufs | BytesLike, block: int) -> bool:
+    """True if every chunk of ``data`` starts on a ``block`` boundary and spans whole blocks.
+
+    Only IoBuf/IoBufMut memory is looked at: other bytes-like objects (``bytes``
+    is never page-aligned) are always staged.
+    """
+    if isinstance(data, IoBufs):
+        chunks: Iterable[IoBuf | IoBufMut] = data._chunks
+    elif isinstance(data, (IoBuf, IoBufMut)):
+        chunks = (data,)
+    else:
+        return False
+    return all(c.address % block == 0 and len(c) % block == 0 for c in chunks)
+
+
+def _write_stage(fd: int, stage: IoBufMut, position: int) -> int:
+    """Write all of ``stage`` at ``position`` and empty it; returns the bytes written."""
+    view = stage.as_memoryview()
+    try:
+        done = _pwrite_views(fd, [view], position)
+    finally:
+        view.release()
+    stage.clear()
+    return done
