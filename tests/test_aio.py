@@ -700,3 +700,31 @@ def test_bad_arguments() -> None:
         await close(writer, peer)
 
     asyncio.run(main())
+
+
+def test_a_pool_closed_under_a_live_connection_keeps_receiving(run: Callable[[Awaitable[Any]], Any]) -> None:
+    """Closing the pool while a connection is open does not abort it: receive
+    buffers come from the heap from then on, so no byte in flight is lost (the
+    loop used to fail the transport when get_buffer raised PoolClosed)."""
+    pool = tiny_pool(4)
+    data = random.Random(5).randbytes(20000)
+
+    async def main() -> None:
+        reader, writer, _, peer = await pooled_pair(pool, chunk_size=1024)
+        try:
+            peer.write(data[:1500])
+            first = await asyncio.wait_for(reader.readexactly(100), timeout=10)
+            pool.close()
+            peer.write(data[1500:])
+            peer.write_eof()
+            got = bytearray(first)
+            while len(got) < len(data):
+                got += bytes(
+                    await asyncio.wait_for(reader.readexactly_chain(min(1000, len(data) - len(got))), 10)
+                )
+            assert bytes(got) == data
+            assert await asyncio.wait_for(reader.read(), timeout=10) == b""
+        finally:
+            await close(writer, peer)
+
+    run(main())

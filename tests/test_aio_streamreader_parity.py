@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import socket
+import struct
+import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -27,7 +29,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from iobuf import BufferPool, BufferPoolConfig, PooledReader, PooledWriter
+from iobuf import BufferPool, BufferPoolConfig, PooledReader, PooledWriter, open_connection
 
 T = TypeVar("T")
 
@@ -42,7 +44,15 @@ LOOPS = [
 ]
 
 SEPARATORS = (b"\n", b"--", b"xyz")
-#: A read: ("readline", 0), ("readuntil", index into SEPARATORS) or ("readexactly", n).
+#: What readuntil accepts: the above, other bytes-like objects, and (Python 3.13+,
+#: where StreamReader takes them) tuples of separators, overlapping ones included.
+READUNTIL_SEPARATORS: tuple[Any, ...] = (
+    *SEPARATORS,
+    bytearray(b"--"),
+    memoryview(b"xyz"),
+    *([(b"\n", b"--"), (b"xyz", b"y", b"-"), (b"--", b"-")] if sys.version_info >= (3, 13) else []),
+)
+#: A read: ("readline", 0), ("readuntil", index into READUNTIL_SEPARATORS) or ("readexactly", n).
 Op = tuple[str, int]
 #: No read may wait longer than this: the whole stream and EOF are sent first.
 READ_TIMEOUT = 5.0
@@ -72,7 +82,7 @@ async def apply(reader: Any, ops: list[Op]) -> list[object]:
             if name == "readline":
                 got = await asyncio.wait_for(reader.readline(), READ_TIMEOUT)
             elif name == "readuntil":
-                got = await asyncio.wait_for(reader.readuntil(SEPARATORS[arg]), READ_TIMEOUT)
+                got = await asyncio.wait_for(reader.readuntil(READUNTIL_SEPARATORS[arg]), READ_TIMEOUT)
             else:
                 got = await asyncio.wait_for(reader.readexactly(arg), READ_TIMEOUT)
         except asyncio.LimitOverrunError as e:
@@ -216,7 +226,7 @@ tokens = st.sampled_from([b"a", b"bc", b"0123456789", b"\n", b"-", b"--", b"x", 
 ops_strategy = st.lists(
     st.one_of(
         st.tuples(st.just("readline"), st.just(0)),
-        st.tuples(st.just("readuntil"), st.integers(0, len(SEPARATORS) - 1)),
+        st.tuples(st.just("readuntil"), st.integers(0, len(READUNTIL_SEPARATORS) - 1)),
         st.tuples(st.just("readexactly"), st.integers(0, 40)),
     ),
     max_size=8,
@@ -236,7 +246,62 @@ def test_random_streams_and_reads_match_streamreader(
 ) -> None:
     """Random streams rich in separators and partial separators, cut into random
     pieces, read by random sequences of readline/readuntil/readexactly at random
-    limits: the same outcomes as StreamReader, read for read."""
+    limits (separators of every accepted type): the same outcomes as StreamReader,
+    read for read."""
     bounds = [0, *sorted({c for c in cuts if 0 < c < len(stream)}), len(stream)]
     pieces = [stream[i:j] for i, j in itertools.pairwise(bounds)]
     asyncio.run(compare(stream, pieces, limit, chunk_size, ops))
+
+
+def test_a_reset_connection_raises_before_buffered_bytes_as_in_streamreader(
+    run: Callable[[Coroutine[Any, Any, None]], None],
+) -> None:
+    """A connection reset (RST) with bytes still buffered: as StreamReader, every
+    read raises the error first (``read(0)`` and ``readexactly(0)`` too) and
+    ``at_eof()`` stays false; the bytes are not served as if the stream had ended."""
+
+    async def outcome(connect: Callable[[str, int], Coroutine[Any, Any, Any]]) -> list[object]:
+        loop = asyncio.get_running_loop()
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            listener.setblocking(False)
+            accepting = loop.create_task(loop.sock_accept(listener))
+            reader, writer = await connect("127.0.0.1", listener.getsockname()[1])
+            peer, _ = await accepting
+        peer.setblocking(True)
+        peer.sendall(b"line1\nline2\n")
+        for _ in range(1000):  # both lines received
+            held = reader.buffered if isinstance(reader, PooledReader) else len(reader._buffer)
+            if held >= 12:
+                break
+            await asyncio.sleep(0.001)
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        peer.close()  # an RST, not a FIN
+        for _ in range(1000):
+            if reader.exception() is not None:
+                break
+            await asyncio.sleep(0.001)
+        results: list[object] = []
+        for call in (
+            reader.readline,
+            lambda: reader.readuntil(b"\n"),
+            lambda: reader.readexactly(0),
+            lambda: reader.read(0),
+            reader.read,
+        ):
+            try:
+                results.append(bytes(await asyncio.wait_for(call(), READ_TIMEOUT)))
+            except Exception as e:  # the outcome is what is compared
+                results.append(type(e).__name__)
+        results.append(reader.at_eof())
+        writer.close()
+        return results
+
+    async def pooled(host: str, port: int) -> Any:
+        return await open_connection(host, port, pool=small_pool())
+
+    async def main() -> None:
+        expected = await outcome(asyncio.open_connection)
+        assert expected == ["ConnectionResetError"] * 5 + [False]
+        assert await outcome(pooled) == expected
+
+    run(main())

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import gc
+import sys
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -173,3 +176,63 @@ def test_scrubbing_pool_scrubs_a_released_buffer() -> None:
     again = pool.alloc(PAGE)
     again.set_len(6)
     assert again == bytes(6)
+
+
+def _after_first_count(action: Callable[[], object]) -> Callable[[], None]:
+    """Run ``action`` once, right after the first ``_view_refs`` count returns: the
+    moment a finalizer or signal handler could run between a count and the act."""
+    from iobuf import _views
+
+    done: list[object] = []
+
+    def hook(frame: Any, event: str, arg: object) -> None:
+        if event == "return" and frame.f_code is _views._view_refs.__code__ and not done:
+            done.append(action())
+
+    def install() -> None:
+        sys.setprofile(hook)
+
+    return install
+
+
+def _profiled(install: Callable[[], None], call: Callable[[], object]) -> object:
+    install()
+    try:
+        return call()
+    finally:
+        sys.setprofile(None)
+
+
+def test_a_clone_made_during_an_iobufs_release_keeps_the_memory() -> None:
+    """A holder that appears between release's count and its act (a finalizer
+    cloning the frame) is seen by the recount: the memory stays with it, unchanged."""
+    pool = pool_of()
+    buf = pool.alloc(PAGE)
+    buf.put_slice(b"frame")
+    frame = buf.freeze()
+    clones: list[IoBuf] = []
+    _profiled(_after_first_count(lambda: clones.append(frame.clone())), frame.release)
+    assert len(frame) == 0 and clones[0] == b"frame"
+    assert allocated(pool, PAGE) == 1
+    others = [pool.try_alloc(PAGE)]
+    others[0].put_slice(b"X" * PAGE)
+    assert clones[0] == b"frame"
+    clones.clear()
+    del others
+    assert allocated(pool, PAGE) == 0
+
+
+def test_a_view_made_during_a_shared_buffers_release_keeps_the_memory() -> None:
+    """A view exported between release's count and its act keeps the memory:
+    the recount sees it and the buffer returns only when the view goes."""
+    pool = pool_of()
+    buf = pool.alloc(PAGE)
+    buf.put_slice(b"headbody")
+    head = buf.copy_to_bytes(4)  # now the buffer is shared through a lease ...
+    del head  # ... which the IoBufMut alone holds
+    views: list[memoryview] = []
+    _profiled(_after_first_count(lambda: views.append(buf.as_memoryview())), buf.release)
+    assert len(buf) == 0 and bytes(views[0]) == b"body"
+    assert allocated(pool, PAGE) == 1
+    views.clear()
+    assert allocated(pool, PAGE) == 0

@@ -458,8 +458,8 @@ def ctypes_address(view: memoryview) -> int:
 def test_a_collection_inside_try_into_mut_never_hands_over_memory_a_finalizer_cloned() -> None:
     """A collection may start at any allocation of ``try_into_mut``; a finalizer it
     runs may clone the very frame being converted (say, to keep it for an error
-    report). Either the conversion sees that clone and refuses, or it ran before the
-    clone existed; the clone's bytes never change under it."""
+    report). Either the conversion sees that clone and refuses, or the clone comes
+    after it and is empty; a clone's bytes never change under it."""
     kept: list[IoBuf] = []
 
     class Conn:
@@ -490,7 +490,9 @@ def test_a_collection_inside_try_into_mut_never_hands_over_memory_a_finalizer_cl
             kept.clear()
             del mut, frame
             fill_every_free_buffer(pool, PAGE, 0x42)
-            assert all(bytes(v[:4]) == b"AAAA" for v in views)
+            # A clone made after the conversion emptied the frame is empty (on 3.12+
+            # the collection may run at a later call than the allocation that began it).
+            assert all(bytes(v[:4]) in (b"AAAA", b"") for v in views)
             del views
             gc.collect()
         assert allocated(pool, PAGE) == 0
@@ -601,3 +603,34 @@ def test_a_collection_inside_freeze_that_freezes_the_same_buffer_makes_one_owner
             del views
             gc.collect()
             assert (allocated(pool, PAGE), available(pool, PAGE)) == (0, pool.stats().classes[0].created)
+
+
+def test_a_clone_made_between_try_into_muts_count_and_its_transfer_makes_it_refuse() -> None:
+    """``try_into_mut`` counts, moves ownership with plain stores, and counts again:
+    a clone made right after the first count (where a finalizer or signal handler
+    could run) is seen, everything is put back, and the conversion refuses."""
+    import sys
+
+    from iobuf import _views
+
+    pool = BufferPool(config(PAGE, PAGE, 1))
+    buf = pool.alloc(PAGE)
+    buf.put_slice(b"frame")
+    frame = buf.freeze()
+    del buf
+    clones: list[IoBuf] = []
+
+    def hook(code_frame: object, event: str, arg: object) -> None:
+        if event == "return" and code_frame.f_code is _views._view_refs.__code__ and not clones:  # type: ignore[attr-defined]
+            clones.append(frame.clone())
+
+    sys.setprofile(hook)
+    try:
+        mut = frame.try_into_mut()
+    finally:
+        sys.setprofile(None)
+    assert mut is None
+    assert frame == b"frame" and clones[0] == b"frame"
+    clones.clear()
+    again = frame.try_into_mut()
+    assert again is not None and again == b"frame" and again.is_pooled

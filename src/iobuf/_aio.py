@@ -36,10 +36,18 @@ Invariants:
   were. The exceptions that take bytes are StreamReader's own:
   ``IncompleteReadError`` at EOF takes them into its ``partial``, and an
   overlong ``readline`` drops the line.
-- ``readuntil``/``readline`` follow ``asyncio.StreamReader`` (CPython 3.11)
-  step for step: ``limit`` excludes the separator, ``LimitOverrunError.consumed``
-  is where the separator starts, or how far the buffer was searched without
-  finding one; an overlong ``readline`` raises ``ValueError``.
+- ``readuntil``/``readline`` follow ``asyncio.StreamReader`` step for step:
+  ``limit`` excludes the separator, ``LimitOverrunError.consumed`` is where the
+  separator starts, or how far the buffer was searched without finding one; an
+  overlong ``readline`` raises ``ValueError``. Separators are any bytes-like
+  object or (3.13's form, on every version) a tuple of them.
+- A connection lost with an error is not an end of stream: as with
+  ``StreamReader.set_exception``, every read raises that error first, even
+  with bytes still buffered, and ``at_eof()`` stays false.
+- A pool closed under a live connection: receive buffers come from the heap
+  from then on (``get_buffer`` must not raise, or the loop aborts the
+  transport and what is in flight is lost); reads that would copy into the
+  pool raise ``PoolClosed`` and leave the buffered bytes in place.
 
 Thread safety: like asyncio's streams, an object belongs to the event loop
 that created it; call it only from that loop's thread.
@@ -48,13 +56,14 @@ that created it; call it only from that loop's thread.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from ._chain import IoBufs
-from ._errors import Exhausted, Oversized, PoolError, check_nonneg, check_positive
+from ._errors import Exhausted, Oversized, PoolClosed, PoolError, check_nonneg, check_positive
 from ._pool import BufferPool
 from ._views import IoBuf, IoBufMut, _empty_iobuf, join_adjacent, split_filled
 
@@ -236,9 +245,10 @@ class PooledReader(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
-        if exc is not None:
+        if exc is None:
+            self._eof = True
+        else:  # as StreamReader.set_exception: every read raises it, none sees EOF
             self._exc = exc
-        self._eof = True
         self._cur = None  # the unused tail of the receive buffer goes back
         self._cancel_retry()
         self._wake()
@@ -274,6 +284,7 @@ class PooledReader(asyncio.BufferedProtocol):
         (with the bytes that did arrive) if the stream ends first.
         """
         count = check_nonneg("n", n)
+        self._raise_pending()  # first, even with the bytes buffered (as StreamReader)
         if len(self._chain) < count:
             await self._fill(count)
         return self._take(count)
@@ -285,6 +296,7 @@ class PooledReader(asyncio.BufferedProtocol):
         ``asyncio.IncompleteReadError`` like :meth:`readexactly`.
         """
         count = check_nonneg("n", n)
+        self._raise_pending()
         if len(self._chain) < count:
             await self._fill(count)
         out = self._chain.split_to(count)
@@ -298,6 +310,7 @@ class PooledReader(asyncio.BufferedProtocol):
         """
         if not isinstance(n, int) or isinstance(n, bool):
             raise TypeError(f"n must be an int, not {type(n).__name__}")
+        self._raise_pending()
         if n == 0:
             return _empty_iobuf()
         if n < 0:
@@ -322,33 +335,36 @@ class PooledReader(asyncio.BufferedProtocol):
         self._consumed()
         return out
 
-    async def readuntil(self, separator: bytes = b"\n") -> IoBuf:
+    async def readuntil(self, separator: bytes | tuple[bytes, ...] = b"\n") -> IoBuf:
         """The bytes up to and including ``separator``, as ``asyncio.StreamReader.readuntil``.
 
-        Raises ``asyncio.LimitOverrunError`` if more than ``limit`` bytes (not
-        counting the separator) come before it, or arrive without one; the bytes
-        stay buffered. Raises ``asyncio.IncompleteReadError`` at EOF, with the
-        bytes that did arrive, taken from the buffer.
+        ``separator`` is any bytes-like object, or (as on Python 3.13+) a tuple
+        of them: then the read ends at the match that ends first. Raises
+        ``asyncio.LimitOverrunError`` if more than ``limit`` bytes (not counting
+        the separator) come before it, or arrive without one; the bytes stay
+        buffered. Raises ``asyncio.IncompleteReadError`` at EOF, with the bytes
+        that did arrive, taken from the buffer.
         """
-        if not isinstance(separator, (bytes, bytearray)):
-            raise TypeError(f"separator must be bytes, not {type(separator).__name__}")
-        if not separator:
-            raise ValueError("separator must not be empty")
-        sep = bytes(separator)
-        seplen = len(sep)
-        finder = re.compile(re.escape(sep))
+        finders = _separators(separator)
+        self._raise_pending()
+        min_len = finders[0][0]
+        max_len = finders[-1][0]
         # StreamReader's loop step for step, so that its limit checks see the same
         # lengths: no separator starts before ``offset``.
         offset = 0
         while True:
             size = len(self._chain)
-            if size - offset >= seplen:
-                start = self._find(finder, offset)
-                if start >= 0:
-                    if start > self._limit:
-                        raise asyncio.LimitOverrunError(_SEPARATOR_TOO_FAR, start)
-                    return self._take(start + seplen)
-                offset = size + 1 - seplen
+            if size - offset >= min_len:
+                match_start = match_end = -1
+                for seplen, finder in finders:
+                    start = self._find(finder, offset)
+                    if start >= 0 and (match_end < 0 or start + seplen < match_end):
+                        match_start, match_end = start, start + seplen
+                if match_end >= 0:
+                    if match_start > self._limit:
+                        raise asyncio.LimitOverrunError(_SEPARATOR_TOO_FAR, match_start)
+                    return self._take(match_end)
+                offset = max(0, size + 1 - max_len)
                 if offset > self._limit:
                     raise asyncio.LimitOverrunError(_SEPARATOR_NOT_FOUND, offset)
             if self._eof:
@@ -476,7 +492,10 @@ class PooledReader(asyncio.BufferedProtocol):
         when the pool cannot serve one."""
         try:
             fresh = self._pool.try_alloc(size)
-        except Oversized:
+        except (Oversized, PoolClosed):
+            # Too big for the pool, or the pool closed under a live connection:
+            # receive into the heap rather than fail the transport (get_buffer
+            # must return a buffer, or the loop aborts the connection).
             return IoBufMut.with_capacity(size)
         except Exhausted:
             self._starved = True
@@ -551,6 +570,31 @@ class PooledReader(asyncio.BufferedProtocol):
         if self._paused:
             state.append("starved" if self._starved else "paused")
         return f"PooledReader(buffered={len(self._chain)}{''.join(', ' + s for s in state)})"
+
+
+def _separators(separator: object) -> list[tuple[int, re.Pattern[bytes]]]:
+    """``(length, finder)`` per separator, shortest first, checked as StreamReader does."""
+    items = separator if isinstance(separator, tuple) else (separator,)
+    if not items:
+        raise ValueError("separator should contain at least one element")
+    found = []
+    for item in items:
+        try:
+            sep = bytes(memoryview(item))
+        except TypeError:
+            raise TypeError(
+                f"separator must be bytes-like or a tuple of them, not {type(item).__name__}"
+            ) from None
+        if not sep:
+            raise ValueError("separator should be at least one byte long")
+        found.append((len(sep), _finder(sep)))
+    found.sort(key=lambda pair: pair[0])
+    return found
+
+
+@functools.lru_cache(maxsize=64)
+def _finder(sep: bytes) -> re.Pattern[bytes]:
+    return re.compile(re.escape(sep))
 
 
 def _handler_done(task: asyncio.Task[Any], transport: asyncio.Transport) -> None:

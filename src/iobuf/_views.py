@@ -410,19 +410,6 @@ _VIEWS_ALIVE: Final = (
 )
 
 
-def _release_last_share(own: _Lease) -> None:
-    """Give the memory of ``own`` back now: its holder is the last one, and no
-    view of it is alive (the caller checked both)."""
-    cls, mv, exp = own.cls, own.mv, own.exp
-    if cls is None:
-        return
-    own.cls = None  # the lease's finalizer has nothing left to do
-    own.mv = _DETACHED  # an emptied lease exports nothing (see _Lease.view)
-    if exp is not None:
-        exp._done = True  # nor has the exporter's: nothing can view the memory
-    cls.give_back(mv)
-
-
 def _iobuf(mv: memoryview, start: int, end: int, own: _Lease | None) -> IoBuf:
     b = _new(IoBuf)
     b._mv = mv
@@ -794,22 +781,43 @@ class IoBufMut:
         """
         cls = self._cls
         if cls is not None:
-            if self._aux is not None:
-                if _exporter_refs(self._aux) > _EXPORTER_ALONE:
-                    raise BufferError(_VIEWS_ALIVE)
-                self._aux._done = True  # the exporter's finalizer has nothing left to do
-            mv = self._mv
+            # Detach with plain stores first, then count (see "Counting holders").
+            exp, mv, pos, end = self._aux, self._mv, self._pos, self._len
             self._cls = None
             self._aux = None
-            self._detach(growable=False)
+            self._mv = _DETACHED
+            self._pos = 0
+            self._len = 0
+            if exp is not None and _exporter_refs(exp) > _EXPORTER_ALONE_LOCAL:
+                self._mv, self._pos, self._len, self._aux, self._cls = mv, pos, end, exp, cls
+                raise BufferError(_VIEWS_ALIVE)
+            if exp is not None:
+                exp._done = True  # the exporter's finalizer has nothing left to do
             cls.give_back(mv)
-        elif type(self._aux) is _Lease:
-            # Nothing allocates from the counts to the return (see _lease_refs).
-            if _lease_refs(self._aux) <= _LEASE_BASELINE:
-                if _view_refs(self._aux) > _EXPORT_BASELINE and self._aux.cls is not None:
-                    raise BufferError(_VIEWS_ALIVE)
-                _release_last_share(self._aux)
-            self._detach(growable=False)
+        elif self._aux.__class__ is _Lease:
+            if _lease_refs(self._aux) > _LEASE_BASELINE or self._aux.cls is None:
+                self._detach(growable=False)  # other holders keep the memory
+                return
+            if _view_refs(self._aux) > _EXPORT_BASELINE:
+                raise BufferError(_VIEWS_ALIVE)
+            cls, mv = self._aux.cls, self._aux.mv
+            self._aux.cls = None
+            self._aux.mv = _DETACHED
+            self._mv = _DETACHED
+            self._pos = 0
+            self._len = 0
+            self._grow = False
+            if _lease_refs(self._aux) > _LEASE_BASELINE or _view_refs(self._aux) > _EXPORT_BASELINE:
+                # A holder or a view appeared meanwhile: it keeps the memory.
+                self._aux.cls = cls
+                self._aux.mv = mv
+                self._aux = None
+                return
+            exp = self._aux.exp
+            self._aux = None
+            if exp is not None:
+                exp._done = True
+            cls.give_back(mv)
         elif self._mv is not _DETACHED:
             self._detach(growable=False)
 
@@ -1136,12 +1144,30 @@ class IoBuf:
         if self._own is None:
             self._set_detached()
             return
-        # Nothing allocates from the counts to the return (see _lease_refs).
-        if _lease_refs(self._own) <= _LEASE_BASELINE:
-            if _view_refs(self._own) > _EXPORT_BASELINE and self._own.cls is not None:
-                raise BufferError(_VIEWS_ALIVE)
-            _release_last_share(self._own)
-        self._set_detached()
+        if _lease_refs(self._own) > _LEASE_BASELINE or self._own.cls is None:
+            self._set_detached()  # other holders keep the memory
+            return
+        if _view_refs(self._own) > _EXPORT_BASELINE:
+            raise BufferError(_VIEWS_ALIVE)
+        # Empty the lease and this view with plain stores, then count again
+        # (see "Counting holders").
+        cls, mv = self._own.cls, self._own.mv
+        self._own.cls = None
+        self._own.mv = _DETACHED
+        self._mv = _NO_BYTES
+        self._start = 0
+        self._end = 0
+        if _lease_refs(self._own) > _LEASE_BASELINE or _view_refs(self._own) > _EXPORT_BASELINE:
+            # A holder or a view appeared meanwhile: it keeps the memory.
+            self._own.cls = cls
+            self._own.mv = mv
+            self._own = None
+            return
+        exp = self._own.exp
+        self._own = None
+        if exp is not None:
+            exp._done = True
+        cls.give_back(mv)
 
     def __enter__(self) -> IoBuf:
         return self
@@ -1163,27 +1189,39 @@ class IoBuf:
         """
         if self._own is None:
             return None
-        # Allocate first; from the counts to the end of the transfer nothing
-        # allocates (see _lease_refs). Count before binding any local to the
-        # lease: a local is a reference too.
-        b = _new(IoBufMut)
+        b = _new(IoBufMut)  # first: see "Counting holders"
         if _lease_refs(self._own) > _LEASE_BASELINE or _view_refs(self._own) > _EXPORT_BASELINE:
             return None
-        own = self._own
-        if own.exp is not None and own.cls is None:
+        if self._own.exp is not None and self._own.cls is None:
             return None  # untracked memory that handed out views: refuse conservatively
-        # Give up before taking (see IoBufMut._share): never two owners at once.
-        cls, exp, mv = own.cls, own.exp, own.mv
-        own.cls = None
-        own.exp = None
-        own.mv = _DETACHED  # an emptied lease exports nothing (see _Lease.view)
+        # Move everything with plain stores (no local bound to the lease: the
+        # count below must see only this view's reference), then count again.
+        cls, mv, start, end = self._own.cls, self._own.mv, self._start, self._end
+        b._aux = self._own.exp
+        b._grow = self._own.grow
+        self._own.cls = None
+        self._own.exp = None
+        self._own.mv = _DETACHED  # an emptied lease exports nothing (see _Lease.view)
+        self._mv = _NO_BYTES
+        self._start = 0
+        self._end = 0
+        if _lease_refs(self._own) > _LEASE_BASELINE or (
+            b._aux is not None and _exporter_refs(b._aux) > _EXPORTER_ALONE
+        ):
+            # A holder or a view appeared meanwhile: put everything back, refuse.
+            self._own.cls = cls
+            self._own.exp = b._aux
+            self._own.mv = mv
+            self._mv = mv
+            self._start = start
+            self._end = end
+            b._aux = None
+            return None
         b._mv = mv
-        b._pos = self._start
-        b._len = self._end
-        b._aux = exp
-        b._grow = own.grow
+        b._pos = start
+        b._len = end
         b._cls = cls
-        self._set_detached()
+        self._own = None
         return b
 
     def into_mut(self) -> IoBufMut:
@@ -1235,12 +1273,18 @@ class IoBuf:
         return f"IoBuf(len={len(self)}, {kind}, data={_preview(self._read_view())})"
 
 
-# The ownership checks below count references with ``sys.getrefcount`` and
-# then act on the count. Nothing may allocate between the count and the end of
-# the act: any allocation can start a garbage collection, whose finalizers may
-# make a new holder (a clone, a view) that the count did not see. So each
-# count is its own function returning a small int (cached, never allocated),
-# and the callers allocate what they need before counting.
+# Counting holders. ``try_into_mut`` and ``release`` count references with
+# ``sys.getrefcount`` and act on the count. A garbage collection may run
+# between the count and the act, and its finalizers may make a holder (a clone,
+# a view) that the count did not see: on 3.11 at any allocation, on 3.12+ at
+# any call or loop (a pending collection runs at the interpreter's eval
+# breaker). So they allocate what they need first, act with plain attribute
+# stores only (no call, hence no collection, in between), leaving the object
+# they act on empty, and then count again: if a holder appeared, they put
+# everything back. A finalizer that runs after the act finds nothing to reach.
+# Each count is its own function returning a small int (cached, never
+# allocated); each is called with the same reference shape it was calibrated
+# with (a slot, ``holder._own``, or a local).
 
 
 def _lease_refs(own: _Lease) -> int:
@@ -1279,7 +1323,14 @@ def _calibrate() -> tuple[int, int, int]:
     return lease_refs, view_refs, alone
 
 
+def _calibrate_local() -> int:
+    """What :func:`_exporter_refs` returns for an exporter held by one local only."""
+    exp = object()
+    return _exporter_refs(exp)
+
+
 _LEASE_BASELINE, _EXPORT_BASELINE, _EXPORTER_ALONE = _calibrate()
+_EXPORTER_ALONE_LOCAL: Final = _calibrate_local()
 
 
 # -- package-internal helpers for receive paths (asyncio adapter) ---------------
