@@ -605,10 +605,11 @@ class IoBufMut:
             # Untracked heap memory about to be seen by IoBufs in other threads.
             self._mv = shareable_view(self._mv)
         lease = _Lease(None, self._mv, None, self._grow)
-        # The allocations above may have run a collection whose finalizers
-        # shared this very buffer: read the ownership only now.
+        # The calls above may have run a collection whose finalizers shared this
+        # very buffer: read the ownership only now, and move it with no call in
+        # between (see "Counting holders").
         aux = self._aux
-        if type(aux) is _Lease:
+        if aux.__class__ is _Lease:
             return aux
         cls = self._cls
         self._aux = lease
