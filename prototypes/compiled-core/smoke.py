@@ -1,0 +1,23 @@
+import core_c as core, gc
+p = core.Pool(4096, 1<<20, 64, 32)
+b = p.try_alloc(100); print(len(b), b.capacity, b.address % 4096)
+b.put_slice(b"hello"); mv = b.spare_capacity(); mv[:3] = b"abc"; del mv; b.advance_mut(3)
+print(bytes(b), bytes(memoryview(b)))
+f = b.freeze(); print(len(b), b.capacity, bytes(f), f.is_pooled)
+c = f.clone(); s = f[1:4]; print(bytes(s), f[0], f[-1])
+h = f.split_to(2); print(bytes(h), bytes(f))
+print(f.try_into_mut())
+del c, s, h
+m = f.try_into_mut(); print(m, len(m), m.capacity, bytes(m))
+mv = memoryview(m)
+try: m.release()
+except BufferError as e: print("BufferError ok", e)
+del mv; m.release(); print(len(m), m.capacity)
+print(p.stats()[0])
+r = memoryview(p.try_alloc(5000).freeze())
+print(r.readonly, r.obj)
+try: memoryview(p.try_alloc(1).freeze()).cast("B")[0:1].tolist(); print("ro ok")
+except Exception as e: print(e)
+import numpy as np
+a = np.asarray(p.try_alloc(4096)); print(a.shape, a.flags.writeable)
+x = p.try_alloc(4096); x.set_len(4096); a = np.frombuffer(x, np.uint8); del x; print(a.shape)
