@@ -2,13 +2,37 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, TypeVar
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from iobuf import flush_thread_cache
+
+T = TypeVar("T")
+
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - uvloop is in the dev extras
+    uvloop = None
+
+#: The event loops the asyncio tests run on: asyncio's own, and uvloop where installed.
+LOOPS = [
+    "asyncio",
+    pytest.param("uvloop", marks=pytest.mark.skipif(uvloop is None, reason="uvloop not installed")),
+]
+
+
+@pytest.fixture(params=LOOPS)
+def run(request: pytest.FixtureRequest) -> Callable[[Coroutine[Any, Any, T]], T]:
+    """Runs a coroutine on a fresh loop of the parametrized kind."""
+    if request.param == "uvloop":
+        assert uvloop is not None
+        return uvloop.run  # type: ignore[no-any-return]
+    return asyncio.run
 
 
 @pytest.fixture(autouse=True)

@@ -8,8 +8,8 @@ import random
 import socket
 import struct
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -19,27 +19,6 @@ import iobuf
 from iobuf import BufferPool, BufferPoolConfig, IoBuf, IoBufMut, IoBufs, PooledReader, PooledWriter
 
 from .helpers import allocated, class_stats
-
-T = TypeVar("T")
-
-try:
-    import uvloop
-except ImportError:  # pragma: no cover - uvloop is in the dev extras
-    uvloop = None
-
-LOOPS = [
-    "asyncio",
-    pytest.param("uvloop", marks=pytest.mark.skipif(uvloop is None, reason="uvloop not installed")),
-]
-
-
-@pytest.fixture(params=LOOPS)
-def run(request: pytest.FixtureRequest) -> Callable[[Coroutine[Any, Any, T]], T]:
-    """Runs a coroutine on a fresh loop of the parametrized kind."""
-    if request.param == "uvloop":
-        assert uvloop is not None
-        return uvloop.run  # type: ignore[no-any-return]
-    return asyncio.run
 
 
 def network_pool(per_class: int = 64) -> BufferPool:
@@ -308,6 +287,19 @@ def test_a_read_that_raises_leaves_the_buffered_bytes(run: Callable[[Awaitable[A
     run(main())
 
 
+async def starve(pool: BufferPool, reader: PooledReader, peer: asyncio.StreamWriter) -> list[IoBufMut]:
+    """Take both buffers of a ``tiny_pool(2)``, send 100 bytes, and wait until the
+    reader is starved and paused; returns the held buffers."""
+    held = [pool.try_alloc(1024), pool.try_alloc(1024)]  # the class is exhausted
+    peer.write(b"s" * 100)
+    for _ in range(1000):
+        if reader.starved:
+            break
+        await asyncio.sleep(0.002)
+    assert reader.starved and reader.reading_paused
+    return held
+
+
 def test_a_read_by_a_starved_reader_returns_its_bytes_after_the_pool_closed(
     run: Callable[[Awaitable[Any]], Any],
 ) -> None:
@@ -319,13 +311,7 @@ def test_a_read_by_a_starved_reader_returns_its_bytes_after_the_pool_closed(
     async def main() -> None:
         reader, writer, _, peer = await pooled_pair(pool, chunk_size=1024)
         try:
-            held = [pool.try_alloc(1024), pool.try_alloc(1024)]  # the class is exhausted
-            peer.write(b"s" * 100)
-            for _ in range(1000):
-                if reader.starved:
-                    break
-                await asyncio.sleep(0.002)
-            assert reader.starved and reader.reading_paused
+            held = await starve(pool, reader, peer)
             pool.close()
             assert await asyncio.wait_for(reader.read(100), timeout=10) == b"s" * 100
             assert reader.starved and reader.reading_paused  # a closed pool serves nothing
@@ -505,13 +491,7 @@ def test_a_lost_connection_takes_no_pool_buffer(run: Callable[[Awaitable[Any]], 
     async def main() -> None:
         reader, writer, _, peer = await pooled_pair(pool, chunk_size=1024)
         try:
-            held = [pool.try_alloc(1024), pool.try_alloc(1024)]  # the class is exhausted
-            peer.write(b"s" * 100)
-            for _ in range(1000):
-                if reader.starved:
-                    break
-                await asyncio.sleep(0.002)
-            assert reader.starved and reader.reading_paused
+            held = await starve(pool, reader, peer)
             writer.close()
             await writer.wait_closed()  # connection_lost ran
             held.clear()  # the buffers are free again

@@ -23,25 +23,13 @@ import socket
 import struct
 import sys
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from iobuf import BufferPool, BufferPoolConfig, PooledReader, PooledWriter, open_connection
-
-T = TypeVar("T")
-
-try:
-    import uvloop
-except ImportError:  # pragma: no cover - uvloop is in the dev extras
-    uvloop = None
-
-LOOPS = [
-    "asyncio",
-    pytest.param("uvloop", marks=pytest.mark.skipif(uvloop is None, reason="uvloop not installed")),
-]
 
 SEPARATORS = (b"\n", b"--", b"xyz")
 #: What readuntil accepts: the above, other bytes-like objects, and (Python 3.13+,
@@ -56,15 +44,6 @@ READUNTIL_SEPARATORS: tuple[Any, ...] = (
 Op = tuple[str, int]
 #: No read may wait longer than this: the whole stream and EOF are sent first.
 READ_TIMEOUT = 5.0
-
-
-@pytest.fixture(params=LOOPS)
-def run(request: pytest.FixtureRequest) -> Callable[[Coroutine[Any, Any, T]], T]:
-    """Runs a coroutine on a fresh loop of the parametrized kind."""
-    if request.param == "uvloop":
-        assert uvloop is not None
-        return uvloop.run  # type: ignore[no-any-return]
-    return asyncio.run
 
 
 def small_pool() -> BufferPool:
