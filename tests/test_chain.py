@@ -659,3 +659,11 @@ def test_pickle_round_trips_with_every_protocol(protocol: int) -> None:
         assert_canonical(back)
         empty = pickle.loads(pickle.dumps(IoBufs(), protocol=protocol))
         assert type(empty) is IoBufs and len(empty) == 0 and empty.chunk_count == 0
+
+
+def test_the_same_iobufmut_twice_keeps_both_copies() -> None:
+    """``IoBufs([m, m])`` holds m's bytes twice (the second freeze used to give an
+    empty chunk, silently dropping them)."""
+    m = IoBufMut(b"hello")
+    chain = IoBufs([m, b"-", m])
+    assert bytes(chain) == b"hello-hello" and len(m) == 0

@@ -306,3 +306,26 @@ def test_partial_sends_resume_mid_chunk_across_iov_max_batches(
     reader.join()
     assert got[0] == b"".join(pieces)
     assert chain.chunk_count == len(pieces)
+
+
+@pytest.mark.parametrize("kind", ["memoryview", "numpy", "reversed"])
+def test_strided_byte_buffers_are_written_in_order(kind: str) -> None:
+    """A non-contiguous 1-D byte buffer (a strided memoryview or numpy view) is
+    written byte for byte in order (it raised BufferError)."""
+    import numpy as np
+
+    base = bytes(range(200))
+    if kind == "memoryview":
+        data: object = memoryview(base)[::2]
+    elif kind == "numpy":
+        data = np.frombuffer(base, np.uint8)[::2]
+    else:
+        data = np.frombuffer(base, np.uint8)[::-1]
+    expected = bytes(memoryview(data))  # type: ignore[arg-type]
+    r, w = os.pipe()
+    try:
+        assert write_all(w, data) == len(expected)  # type: ignore[arg-type]
+        assert os.read(r, 1000) == expected
+    finally:
+        os.close(r)
+        os.close(w)

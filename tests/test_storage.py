@@ -348,3 +348,45 @@ def test_rejected_direct_write_at_changes_nothing(pool: BufferPool, direct_dir: 
         assert f.size() == 0
         assert f.write_at(0, whole) == PAGE  # and the same buffer is still good to write
     assert path.read_bytes() == pattern(PAGE, 22)
+
+
+def test_exclusive_create_on_a_filesystem_that_refuses_o_direct_falls_back(
+    pool: BufferPool, ramfs_dir: Path
+) -> None:
+    """``mode="x+"``: the kernel creates the file before it refuses O_DIRECT, so the
+    buffered retry used to fail with FileExistsError. It falls back and works; with
+    ``direct=True`` it raises and leaves no file behind."""
+    path = ramfs_dir / "new"
+    with BlockFile(path, pool, mode="x+") as f:
+        assert not f.direct and f.fallback_reason is not None
+        assert f.write_at(0, b"abc") == 3
+    assert path.read_bytes() == b"abc"
+    other = ramfs_dir / "direct"
+    with pytest.raises(OSError, match="Invalid argument"):
+        BlockFile(other, pool, mode="x+", direct=True)
+    assert not other.exists()
+    with pytest.raises(FileExistsError):
+        BlockFile(path, pool, mode="x+")  # exists: still refused, and kept
+    assert path.read_bytes() == b"abc"
+
+
+def test_reads_at_end_of_file_return_detached_empty_results(pool: BufferPool, disk_dir: Path) -> None:
+    """An empty read (at or past the end, or ``n == 0``) pins no pooled buffer
+    (an empty frozen pooled buffer kept it out of the pool: repeated reads past
+    the end exhausted the class)."""
+    path = disk_dir / "short"
+    path.write_bytes(b"x" * PAGE)
+    with BlockFile(path, pool, mode="r") as f:
+        empties = [f.read_at(100 * PAGE, 8 << 20) for _ in range(3)] + [f.read_at(0, 0)]
+        assert all(len(e) == 0 and not e.is_pooled for e in empties)
+        assert allocated(pool, 8 << 20) == 0 and allocated(pool, PAGE) == 0
+
+
+def test_a_blockfile_cannot_be_initialised_twice(pool: BufferPool, disk_dir: Path) -> None:
+    """Calling ``__init__`` again on an open BlockFile would leak its descriptor: refused."""
+    path = disk_dir / "once"
+    with BlockFile(path, pool, mode="w+") as f:
+        fd = f.fileno()
+        with pytest.raises(TypeError, match="re-initialise"):
+            f.__init__(path, pool, mode="w+")  # type: ignore[misc]
+        assert f.fileno() == fd and os.fstat(fd)

@@ -143,8 +143,18 @@ class IoBufs:
         converted = [_convert(item, "iterable items") for item in items]
         chunks: deque[IoBuf] = deque()
         total = 0
+        # An IoBufMut given twice is frozen once: later occurrences are clones
+        # of that (freezing again would give an empty chunk and lose its bytes).
+        frozen: dict[int, IoBuf | None] = {}
         for item in converted:
-            chunk = _settle(item)
+            if isinstance(item, IoBufMut):
+                if id(item) in frozen:
+                    first = frozen[id(item)]
+                    chunk = None if first is None else first.clone()
+                else:
+                    chunk = frozen[id(item)] = _settle(item)
+            else:
+                chunk = item
             if chunk is not None:
                 chunks.append(chunk)
                 total += chunk._end - chunk._start

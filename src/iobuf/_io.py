@@ -183,6 +183,16 @@ def _write_views(views: list[memoryview], write: Callable[[list[memoryview], int
     return total
 
 
+def frozen_result(buf: IoBufMut) -> IoBuf:
+    """What a read returns: ``buf`` frozen, or, if nothing was read, an empty
+    detached IoBuf, with ``buf`` given back at once (an empty frozen pooled
+    buffer would keep the buffer out of the pool for as long as it lives)."""
+    if not buf:
+        buf.release()
+        return IoBuf()
+    return buf.freeze()
+
+
 # -- writes --------------------------------------------------------------------------------
 
 
@@ -252,7 +262,7 @@ def recv_into_pool(sock: socket.socket, pool: BufferPool, n: int) -> IoBuf:
         finally:
             spare.release()
         buf.advance_mut(got)
-    return buf.freeze()
+    return frozen_result(buf)
 
 
 def recv_exactly(sock: socket.socket, pool: BufferPool, n: int) -> IoBuf:
@@ -271,7 +281,7 @@ def recv_exactly(sock: socket.socket, pool: BufferPool, n: int) -> IoBuf:
         if got == 0:
             raise EOFError(f"connection closed after {len(buf)} of {want} bytes")
         buf.advance_mut(got)
-    return buf.freeze()
+    return frozen_result(buf)
 
 
 def pread_into_pool(fd: object, pool: BufferPool, n: int, offset: int) -> IoBuf:
@@ -294,4 +304,4 @@ def pread_into_pool(fd: object, pool: BufferPool, n: int, offset: int) -> IoBuf:
             break
         buf.advance_mut(got)
         position += got
-    return buf.freeze()
+    return frozen_result(buf)

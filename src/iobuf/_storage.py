@@ -34,13 +34,14 @@ race other calls.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn
 
 from ._chain import IoBufs
 from ._errors import check_nonneg
-from ._io import _borrowed_views, _check_offset, _pwrite_views, _release_views
+from ._io import _borrowed_views, _check_offset, _pwrite_views, _release_views, frozen_result
 from ._memory import page_size
 from ._pool import BufferPool
 from ._views import IoBuf, IoBufMut
@@ -102,6 +103,8 @@ class BlockFile:
         mode: Literal["r", "r+", "w+", "x+"] = "r",
         direct: bool | None = None,
     ) -> None:
+        if getattr(self, "_fd", -1) >= 0:
+            raise TypeError("BlockFile.__init__ cannot re-initialise an open BlockFile")
         self._fd = -1
         if not isinstance(pool, BufferPool):
             raise TypeError(f"pool must be a BufferPool, not {type(pool).__name__}")
@@ -122,6 +125,11 @@ class BlockFile:
             try:
                 fd = os.open(self._path, flags | _O_DIRECT, 0o666)
             except OSError as exc:
+                if mode == "x+" and exc.errno in _REFUSED:
+                    # O_EXCL: the kernel created the file before it refused
+                    # O_DIRECT (the file did not exist, or this would be EEXIST).
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(self._path)
                 if direct is True or exc.errno not in _REFUSED:
                     raise
                 reason = f"the filesystem refused O_DIRECT ({errno.errorcode.get(exc.errno, exc.errno)})"
@@ -197,7 +205,7 @@ class BlockFile:
             position += got
             if got % block:  # a direct read ends mid-block only at end of file
                 break
-        return buf.freeze()
+        return frozen_result(buf)
 
     def readinto_at(self, buf: IoBufMut, offset: int) -> int:
         """Fill ``buf``'s spare capacity from ``offset``; returns the bytes read (0 at end of file).

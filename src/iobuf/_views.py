@@ -323,11 +323,9 @@ def _as_bytes(data: object, name: str) -> memoryview:
         view = memoryview(data)  # type: ignore[arg-type]
     except TypeError:
         raise TypeError(f"{name} must be a bytes-like object, not {type(data).__name__}") from None
-    if view.format == "B" and view.ndim == 1:
-        return view
     if view.c_contiguous:
-        return view.cast("B")
-    return memoryview(view.tobytes())
+        return view if view.format == "B" and view.ndim == 1 else view.cast("B")
+    return memoryview(view.tobytes())  # strided: the bytes in order, copied
 
 
 def _preview(view: memoryview) -> str:
