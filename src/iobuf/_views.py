@@ -392,13 +392,16 @@ class _Lease:
             _release(cls, self.mv, self.exp)
 
     def __del__(self) -> None:
+        # _finish inlined: this runs whenever the last IoBuf of a buffer goes.
         try:
-            if self.cls is None:
+            cls = self.cls
+            if cls is None:
                 return
             if _collecting:  # see "Finalizers inside a garbage collection"
                 _park(self)
-            else:
-                self._finish()
+                return
+            self.cls = None  # idempotent
+            _release(cls, self.mv, self.exp)
         except Exception:
             pass
 
