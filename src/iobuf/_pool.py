@@ -50,7 +50,7 @@ from ._errors import Exhausted, Oversized, PoolClosed, PoolError, check_nonneg, 
 from ._memory import FREE_THREADED
 from ._metrics import OversizedCounter, PoolCollector, check_namespace
 from ._size_class import FREE_REFS, LocalCache, RetireFacets, SizeClass, _thread_is_finishing
-from ._views import IoBufMut
+from ._views import IoBufMut, settle_if_parked
 
 _new = object.__new__
 _getrefcount = sys.getrefcount
@@ -433,6 +433,7 @@ class BufferPool:
 
     def stats(self) -> PoolStats:
         """A snapshot of every class; never blocks allocation."""
+        settle_if_parked()  # what a finalizer parked late is back before it is counted
         classes = tuple(
             SizeClassStats(
                 size=cls.size,

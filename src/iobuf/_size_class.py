@@ -153,7 +153,7 @@ import weakref
 from typing import Any
 
 from ._memory import address_of, aligned_block
-from ._views import make_export_type, take_last
+from ._views import make_export_type, settle_if_parked, take_last
 
 __all__ = ["LocalCache", "RetireFacets", "SizeClass", "flush_thread_cache"]
 
@@ -443,6 +443,9 @@ class SizeClass:
         return cache
 
     def refill(self, cache: LocalCache) -> memoryview | None:
+        settle_if_parked()
+        if cache:  # settling returned buffers to this very cache
+            return cache.pop()
         if self.suspects:
             self.reclaim_suspects()
         shared = self.shared
@@ -545,6 +548,7 @@ class SizeClass:
         shared = self.shared
         if shared.closed:
             return 0
+        settle_if_parked()
         if self.suspects:
             self.reclaim_suspects()
         doomed: list[memoryview] = []
@@ -655,6 +659,7 @@ def flush_thread_cache() -> None:
     Threads do this by themselves when they exit; call it before a thread goes
     idle for long so other threads can reuse what it holds.
     """
+    settle_if_parked()
     for ref in list(_live_classes):
         cls = ref()
         if cls is not None:

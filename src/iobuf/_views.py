@@ -108,7 +108,7 @@ if TYPE_CHECKING:
 
     BytesLike: TypeAlias = "Buffer | IoBuf | IoBufMut"
 
-__all__ = ["IoBuf", "IoBufMut", "make_export_type", "settle_parked", "take_last"]
+__all__ = ["IoBuf", "IoBufMut", "make_export_type", "settle_if_parked", "settle_parked", "take_last"]
 
 _getrefcount = sys.getrefcount
 _get_ident = threading.get_ident
@@ -231,6 +231,20 @@ def settle_parked() -> None:
             del done
     finally:  # an exception from a signal handler must not lose what is pending
         _parked.extend(pending)
+
+
+def settle_if_parked() -> None:
+    """Settle now what is parked, if anything (one list check otherwise).
+
+    A thread may park an object just after another thread's collection ended
+    (it read the mark before the end, and appended after the settling); the
+    object would then wait for the next collection. The pool's slow paths and
+    ``stats()`` call this, so such a buffer is back before it is missed.
+    Settling is safe at any time: an object only ``_parked`` references is
+    reachable by nothing else.
+    """
+    if _parked:
+        settle_parked()
 
 
 def _finish_all(objs: list[Any]) -> None:
