@@ -62,7 +62,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, cast
 
-from ._chain import IoBufs
+from ._chain import IoBufs, front_views
 from ._errors import Exhausted, Oversized, PoolClosed, PoolError, check_nonneg, check_positive
 from ._pool import BufferPool
 from ._views import IoBuf, IoBufMut, _empty_iobuf, join_adjacent, split_filled
@@ -441,13 +441,8 @@ class PooledReader(asyncio.BufferedProtocol):
         """A copy of the first ``count`` buffered bytes, which straddle receive
         buffers, in one buffer of the pool; takes nothing from the reader."""
         out = self._pool.alloc(count)
-        for chunk in self._chain._chunks:
-            view = chunk._read_view()
-            if len(view) >= count:
-                out.put_slice(view[:count])
-                break
+        for view in front_views(self._chain._chunks, count):
             out.put_slice(view)
-            count -= len(view)
         return out.freeze()
 
     async def _fill(self, count: int) -> None:

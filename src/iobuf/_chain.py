@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
     ChainInput = Iterable[BytesLike] | BytesLike
 
-__all__ = ["IoBufs"]
+__all__ = ["IoBufs", "front_views"]
 
 _ACCEPTED = "an IoBuf, IoBufMut or bytes-like object"
 
@@ -80,6 +80,20 @@ def _settle(item: IoBuf | IoBufMut | None) -> IoBuf | None:
         frozen = item.freeze()
         return frozen if frozen._end > frozen._start else None
     return item
+
+
+def front_views(chunks: Iterable[IoBuf], count: int) -> list[memoryview]:
+    """Internal views of the first ``count`` bytes of ``chunks`` (which hold at
+    least that many), for use within one call."""
+    views: list[memoryview] = []
+    for chunk in chunks:
+        view = chunk._read_view()
+        if len(view) >= count:
+            views.append(view[:count])
+            break
+        views.append(view)
+        count -= len(view)
+    return views
 
 
 def _same_bytes(ours: Iterable[memoryview], theirs: Iterable[memoryview]) -> bool:
@@ -281,16 +295,7 @@ class IoBufs:
                 chunks.popleft()
             self._len -= count
             return out
-        parts: list[memoryview] = []
-        need = count
-        for chunk in chunks:
-            view = chunk._read_view()
-            if len(view) >= need:
-                parts.append(view[:need])
-                break
-            parts.append(view)
-            need -= len(view)
-        data = b"".join(parts)
+        data = b"".join(front_views(chunks, count))
         self._drop_front(count)
         return _iobuf(memoryview(data), 0, count, None)
 
