@@ -153,7 +153,7 @@ import weakref
 from typing import Any
 
 from ._memory import address_of, aligned_block
-from ._views import make_export_type, settle_if_parked, take_last
+from ._views import PARKED, make_export_type, settle_if_parked, settle_parked, take_last
 
 __all__ = ["LocalCache", "RetireFacets", "SizeClass", "flush_thread_cache"]
 
@@ -443,9 +443,10 @@ class SizeClass:
         return cache
 
     def refill(self, cache: LocalCache) -> memoryview | None:
-        settle_if_parked()
-        if cache:  # settling returned buffers to this very cache
-            return cache.pop()
+        if PARKED:  # (settle_if_parked inlined: every miss comes here)
+            settle_parked()
+            if cache:  # settling returned buffers to this very cache
+                return cache.pop()
         if self.suspects:
             self.reclaim_suspects()
         shared = self.shared

@@ -108,7 +108,15 @@ if TYPE_CHECKING:
 
     BytesLike: TypeAlias = "Buffer | IoBuf | IoBufMut"
 
-__all__ = ["IoBuf", "IoBufMut", "make_export_type", "settle_if_parked", "settle_parked", "take_last"]
+__all__ = [
+    "PARKED",
+    "IoBuf",
+    "IoBufMut",
+    "make_export_type",
+    "settle_if_parked",
+    "settle_parked",
+    "take_last",
+]
 
 _getrefcount = sys.getrefcount
 _get_ident = threading.get_ident
@@ -188,6 +196,8 @@ if hasattr(os, "register_at_fork"):
 _collecting = False
 _collector = 0  # the ident of the thread running the current collection
 _parked: list[Any] = []
+#: The parked objects, for the pool's slow paths to test cheaply (``if PARKED:``).
+PARKED: Final = _parked
 
 
 def _refcounts(objs: list[Any]) -> list[int]:
