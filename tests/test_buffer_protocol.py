@@ -16,7 +16,7 @@ from .helpers import allocated, config
 
 pytestmark = pytest.mark.skipif(
     sys.version_info < (3, 12) and IMPLEMENTATION == "python",
-    reason="the pure-Python core is a buffer through PEP 688 (__buffer__), Python 3.12+; 3.11 uses as_memoryview()",
+    reason="the pure-Python core is a buffer through PEP 688 (__buffer__, 3.12+); 3.11 uses as_memoryview()",
 )
 
 
