@@ -118,7 +118,13 @@ def test_both_cores_agree_on_every_outcome(other_core: subprocess.Popen[str], op
 def test_the_worker_reports_the_same_outcomes_as_the_test_process() -> None:
     """The harness itself: the same core in a worker gives the same outcomes (so a
     difference found above is the cores', not the harness's)."""
-    ops = [["alloc", 100], ["put_slice", 0, "00ff"], ["freeze", 0], ["try_alloc", 999], ["stats"]]
+    ops: list[list[Any]] = [
+        ["alloc", 100],
+        ["put_slice", 0, "00ff"],
+        ["freeze", 0],
+        ["try_alloc", 999],
+        ["stats"],
+    ]
     proc = subprocess.run(
         [sys.executable, "-m", "tests.differential"],
         cwd=ROOT,
