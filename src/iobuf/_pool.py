@@ -33,6 +33,7 @@ import threading
 import time
 import traceback
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType, TracebackType
 from typing import Any
@@ -335,11 +336,13 @@ class BufferPool(PoolCore):
     ) -> None:
         self.close()
 
-    def __del__(self) -> None:
+    def __del__(self, _finalizing: Callable[[], bool] = sys.is_finalizing) -> None:
         try:
-            self.close()
+            if not getattr(self, "_closed", True):  # neither closed nor half-built (__init__ raised)
+                self.close()
         except Exception:
-            pass
+            if not _finalizing():  # at teardown module state may be gone; elsewhere it is a bug
+                raise
 
 
 class _TrackingPool(BufferPool):
