@@ -708,3 +708,21 @@ def test_a_pool_closed_under_a_live_connection_keeps_receiving(run: Callable[[Aw
             await close(writer, peer)
 
     run(main())
+
+
+@given(
+    pieces=st.lists(st.text("xyz-\nabcdefg", min_size=1, max_size=5).map(str.encode), min_size=1),
+    sep=st.sampled_from([b"\n", b"--", b"xyz", b"abcdefg"]),
+    offset=st.integers(0, 40),
+)
+def test_separator_search_spans_any_number_of_chunks(pieces: list[bytes], sep: bytes, offset: int) -> None:
+    """The in-place, chunk-by-chunk separator search finds what a search of the
+    joined bytes finds, from any offset, with separators split over one, two or
+    more chunks (each chunk here is its own object, never joined)."""
+    import re
+
+    reader = PooledReader(BufferPool(BufferPoolConfig.for_network()))
+    reader._chain = IoBufs(IoBuf(p) for p in pieces)
+    assert reader._chain.chunk_count == len(pieces)
+    data = b"".join(pieces)
+    assert reader._find(re.compile(re.escape(sep)), len(sep), offset) == data.find(sep, offset)

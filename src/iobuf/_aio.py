@@ -357,7 +357,7 @@ class PooledReader(asyncio.BufferedProtocol):
             if size - offset >= min_len:
                 match_start = match_end = -1
                 for seplen, finder in finders:
-                    start = self._find(finder, offset)
+                    start = self._find(finder, seplen, offset)
                     if start >= 0 and (match_end < 0 or start + seplen < match_end):
                         match_start, match_end = start, start + seplen
                 if match_end >= 0:
@@ -404,18 +404,30 @@ class PooledReader(asyncio.BufferedProtocol):
 
     # -- internals ----------------------------------------------------------------------
 
-    def _find(self, finder: re.Pattern[bytes], offset: int) -> int:
-        """The start index of the first separator at or after ``offset``, or -1."""
-        chunks = self._chain._chunks
-        if len(chunks) == 1:
-            view = chunks[0].as_memoryview()
-            try:
-                match = finder.search(view, offset)
-            finally:
-                view.release()
-        else:
-            match = finder.search(b"".join(bytes(c) for c in chunks), offset)
-        return -1 if match is None else match.start()
+    def _find(self, finder: re.Pattern[bytes], seplen: int, offset: int) -> int:
+        """The start index of the first separator (``seplen`` bytes) at or after
+        ``offset``, or -1. Searches each receive buffer in place, and only from
+        ``offset`` on: the cost is the bytes not yet searched, however much is
+        buffered. A separator across chunk boundaries is found in ``tail`` (the
+        ``seplen - 1`` bytes before the chunk) joined to the chunk's head."""
+        base = 0  # where the current chunk starts in the chain
+        tail = b""
+        for chunk in self._chain._chunks:
+            end = base + chunk._end - chunk._start
+            if end > offset:
+                view = chunk._read_view()
+                if tail:
+                    joined = tail + bytes(view[: seplen - 1])
+                    match = finder.search(joined, max(0, offset - (base - len(tail))))
+                    if match is not None and match.start() < len(tail):
+                        return base - len(tail) + match.start()
+                match = finder.search(view, max(0, offset - base))
+                if match is not None:
+                    return base + match.start()
+            if seplen > 1 and end > offset - seplen:
+                tail = (tail + bytes(chunk._read_view()[-(seplen - 1) :]))[-(seplen - 1) :]
+            base = end
+        return -1
 
     def _take(self, count: int) -> IoBuf:
         """The first ``count <= buffered`` bytes as one IoBuf, taken from the buffer.
