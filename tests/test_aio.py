@@ -510,6 +510,8 @@ def test_a_lost_connection_takes_no_pool_buffer(run: Callable[[Awaitable[Any]], 
 
 
 def test_writer_sends_every_kind_of_buffer(run: Callable[[Awaitable[Any]], Any]) -> None:
+    """write and writelines take IoBuf, IoBufs, IoBufMut and bytes-like objects, in
+    order, and drain waits while the transport's buffer is over its mark."""
     pool = network_pool()
 
     async def main() -> bytes:
@@ -519,7 +521,7 @@ def test_writer_sends_every_kind_of_buffer(run: Callable[[Awaitable[Any]], Any])
         writer.write(pooled.freeze())
         writer.write(IoBufs([b"chain-", IoBuf(b"of-"), bytearray(b"three")]))
         writer.write(IoBufMut(b"|mut|"))
-        writer.writelines([b"a", b"b"])
+        writer.writelines([b"a", IoBuf(b"b"), IoBufs([b"cd", b"e"]), IoBufMut(b"f"), IoBufs()])
         writer.write(memoryview(b"view"))
         # Far more than the socket buffers hold, while the peer is not reading.
         big = random.Random(8).randbytes(8 << 20)
@@ -527,7 +529,7 @@ def test_writer_sends_every_kind_of_buffer(run: Callable[[Awaitable[Any]], Any])
         drain = asyncio.create_task(writer.drain())
         await asyncio.sleep(0.01)
         assert not drain.done()  # the transport's buffer is over its mark
-        received = await peer_reader.readexactly(5000 + 14 + 5 + 2 + 4 + len(big))
+        received = await peer_reader.readexactly(5000 + 14 + 5 + 6 + 4 + len(big))
         await drain
         assert writer.can_write_eof()
         writer.write_eof()
@@ -539,10 +541,10 @@ def test_writer_sends_every_kind_of_buffer(run: Callable[[Awaitable[Any]], Any])
         with pytest.raises(ConnectionResetError):
             await writer.drain()
         await close(peer_writer)
-        assert received[5025:] == big
-        return received[:5025]
+        assert received[5029:] == big
+        return received[:5029]
 
-    assert run(main()) == b"p" * 5000 + b"chain-of-three|mut|abview"
+    assert run(main()) == b"p" * 5000 + b"chain-of-three|mut|abcdefview"
 
 
 def test_a_reset_connection_raises_in_readers_and_drain(run: Callable[[Awaitable[Any]], Any]) -> None:

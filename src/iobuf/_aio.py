@@ -59,7 +59,7 @@ import asyncio
 import functools
 import re
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from ._chain import IoBufs, front_views
@@ -622,11 +622,15 @@ def _handler_done(task: asyncio.Task[Any], transport: asyncio.Transport) -> None
 
 
 class PooledWriter:
-    """The sending side: ``write`` takes IoBuf, IoBufMut, IoBufs or any bytes-like object.
+    """The sending side: ``write`` and ``writelines`` take IoBuf, IoBufMut, IoBufs
+    or any bytes-like object.
 
-    IoBuf and IoBufs go to the transport as views of their memory (no copy
-    on our side; asyncio on 3.11 copies what it cannot send at once, 3.12+
-    keeps the views, which pin pooled memory until sent).
+    Buffers go to the transport as views of their memory; nothing is copied on
+    our side. What the transport does with them: asyncio's selector transport
+    sends what it can at once and keeps the views of the rest (3.12+, which
+    pin pooled memory until sent) or a copy of it (3.11); its ``writelines``
+    (used for IoBufs and ``writelines``) joins the pieces into one copy on 3.11
+    and sends them with ``sendmsg`` on 3.12+.
     """
 
     __slots__ = ("_transport", "_protocol")
@@ -649,9 +653,17 @@ class PooledWriter:
         else:
             self._transport.write(data)  # type: ignore[arg-type]
 
-    def writelines(self, data: list[IoBuf] | list[bytes]) -> None:
+    def writelines(self, data: Iterable[IoBufs | BytesLike]) -> None:
+        """Write every item in order with one transport call, as ``StreamWriter.writelines``."""
+        views: list[Any] = []
         for item in data:
-            self.write(item)
+            if isinstance(item, (IoBuf, IoBufMut)):
+                views.append(item.as_memoryview())
+            elif isinstance(item, IoBufs):
+                views.extend(c.as_memoryview() for c in item._chunks)
+            else:
+                views.append(item)
+        self._transport.writelines(views)
 
     async def drain(self) -> None:
         """Wait until the transport's write buffer is below its high-water mark."""
