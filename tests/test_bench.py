@@ -285,3 +285,27 @@ def test_threaded_cell_reports_a_failing_worker_without_hanging() -> None:
 
     with pytest.raises(LookupError, match="no step here"):
         _run_threads([fine, broken], 100, staggered=False)
+
+
+def test_core_targets_measure_every_case_and_judge_each_ratio(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--core`` times every case on the core in use, reports each target's ratio
+    and verdict, and a ratio past its limit reads as missed (in either direction)."""
+    from iobuf import IMPLEMENTATION
+    from iobuf.bench import __main__ as bench_main
+    from iobuf.bench._targets import TARGETS, check_targets, measure_targets
+
+    result = measure_targets(n=300, rounds=1)
+    assert result["implementation"] == IMPLEMENTATION
+    assert all(ns > 0 for ns in result["median_ns"].values())
+    assert set(result["ratios"]) == {name for name, _, _ in TARGETS}
+    lines = check_targets(result)
+    assert len(lines) == 1 + len(TARGETS)
+    judged = dict(result, ratios={name: (0.0 if at_least else 1e9) for name, _, at_least in TARGETS})
+    assert all(line.endswith("MISSED") for line in check_targets(judged)[1:])
+    judged = dict(result, ratios={name: (1e9 if at_least else 0.0) for name, _, at_least in TARGETS})
+    assert all(line.endswith("met") for line in check_targets(judged)[1:])
+    assert bench_main.main(["--core", "--quick", "--out", str(tmp_path)]) == 0
+    assert "worst class alloc+drop / bytearray(4096)" in capsys.readouterr().out
+    assert json.loads((tmp_path / "core.json").read_text())["implementation"] == IMPLEMENTATION

@@ -1,4 +1,5 @@
-"""PEP 688 on Python >= 3.12: IoBufMut and IoBuf are buffers, and their views pin pooled memory."""
+"""IoBufMut and IoBuf are buffers (compiled core: every Python; pure Python: PEP 688, 3.12+),
+and their views pin pooled memory."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ import sys
 import numpy as np
 import pytest
 
-from iobuf import BufferPool, IoBuf, IoBufMut
+from iobuf import IMPLEMENTATION, BufferPool, IoBuf, IoBufMut
 
 from .helpers import allocated, config
 
 pytestmark = pytest.mark.skipif(
-    sys.version_info < (3, 12), reason="PEP 688 (__buffer__) needs Python 3.12+; 3.11 uses as_memoryview()"
+    sys.version_info < (3, 12) and IMPLEMENTATION == "python",
+    reason="the pure-Python core is a buffer through PEP 688 (__buffer__, 3.12+); 3.11 uses as_memoryview()",
 )
 
 

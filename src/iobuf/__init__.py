@@ -5,24 +5,20 @@ a per-thread cache in front of a bounded shared freelist per class, mutable
 :class:`IoBufMut` and immutable shareable :class:`IoBuf` views, and a safety
 rule that never hands memory out again while anything can still reach it.
 
-``IMPLEMENTATION`` names the core in use: ``"python"`` (the pure-Python
-reference implementation, the only one so far) or ``"compiled"``.
+``IMPLEMENTATION`` names the core in use: ``"compiled"`` (the Cython
+extension, when it was built) or ``"python"`` (the pure-Python reference
+implementation; forced with ``IOBUF_NO_EXTENSIONS=1``).
 """
-
-from typing import Final
 
 from ._aio import PooledReader, PooledWriter, open_connection, start_server
 from ._chain import IoBufs
 from ._config import BufferPoolConfig
 from ._errors import Exhausted, Oversized, PoolClosed, PoolError
+from ._impl import IMPLEMENTATION, IoBuf, IoBufMut, flush_thread_cache
 from ._io import IOV_MAX, pread_into_pool, pwrite_all, recv_exactly, recv_into_pool, send_all, write_all
 from ._memory import cache_line_size, page_size
 from ._pool import BufferPool, OutstandingBuffer, PoolStats, SizeClassStats
-from ._size_class import flush_thread_cache
 from ._storage import STAGE_BYTES, BlockFile
-from ._views import IoBuf, IoBufMut
-
-IMPLEMENTATION: Final[str] = "python"
 
 __all__ = [
     "IMPLEMENTATION",

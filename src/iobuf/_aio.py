@@ -64,8 +64,8 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 from ._chain import IoBufs, front_views
 from ._errors import Exhausted, Oversized, PoolClosed, PoolError, check_nonneg, check_positive
+from ._impl import IoBuf, IoBufMut, _empty_iobuf, join_adjacent, split_filled
 from ._pool import BufferPool
-from ._views import IoBuf, IoBufMut, _empty_iobuf, join_adjacent, split_filled
 
 if TYPE_CHECKING:
     from ._views import BytesLike

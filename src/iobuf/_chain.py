@@ -38,7 +38,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ._errors import check_nonneg
-from ._views import IoBuf, IoBufMut, _as_bytes, _empty_iobuf, _iobuf, _preview
+from ._impl import IoBuf, IoBufMut, _as_bytes, _empty_iobuf, _iobuf, _preview
 
 if TYPE_CHECKING:
     from ._pool import BufferPool

@@ -45,8 +45,8 @@ from typing import TYPE_CHECKING, Final
 
 from ._chain import IoBufs
 from ._errors import check_nonneg, check_size
+from ._impl import IoBuf, IoBufMut, _as_bytes
 from ._pool import BufferPool
-from ._views import IoBuf, IoBufMut, _as_bytes
 
 if TYPE_CHECKING:
     from ._views import BytesLike

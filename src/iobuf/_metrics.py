@@ -27,13 +27,10 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-
-if TYPE_CHECKING:
-    from ._size_class import SizeClass
 
 __all__ = ["OversizedCounter", "PoolCollector", "check_namespace"]
 
@@ -67,10 +64,21 @@ class OversizedCounter:
         self._lock = threading.RLock()
 
 
+class ClassCounters(Protocol):
+    """What the collector reads of one size class (either core's)."""
+
+    @property
+    def size(self) -> int: ...
+    @property
+    def created(self) -> int: ...
+    @property
+    def exhausted(self) -> int: ...
+
+
 class PoolCollector(Collector):
     """Reads one pool's size classes and oversized counter at scrape time."""
 
-    def __init__(self, namespace: str, classes: Sequence[SizeClass], oversized: OversizedCounter) -> None:
+    def __init__(self, namespace: str, classes: Sequence[ClassCounters], oversized: OversizedCounter) -> None:
         prefix = f"{namespace}_" if namespace else ""
         self._created = f"{prefix}buffer_pool_created"
         self._exhausted = f"{prefix}buffer_pool_exhausted_total"
@@ -100,7 +108,7 @@ class PoolCollector(Collector):
         created, exhausted, oversized = self._families()
         for cls in self._classes:
             label = [str(cls.size)]
-            created.add_metric(label, cls.shared.created)
-            exhausted.add_metric(label, cls.shared.exhausted)
+            created.add_metric(label, cls.created)
+            exhausted.add_metric(label, cls.exhausted)
         oversized.add_metric([], self._oversized.value)
         return iter((created, exhausted, oversized))

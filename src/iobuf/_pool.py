@@ -1,40 +1,32 @@
-"""``BufferPool``: maps requests to size classes and hands out ``IoBufMut`` buffers.
+"""``BufferPool``: the public pool, over the pool core ``_impl`` selected.
 
-What it owns: the validated config, one :class:`~iobuf._size_class.SizeClass`
-per power-of-two size, the oversized counter, and (optionally) the metrics
-collector registered in a Prometheus registry.
+What it owns: the validated config, the oversized counter, the closed flag,
+(optionally) the metrics collector registered in a Prometheus registry, and
+the slow-path decisions the core calls back into (``_bypass``, ``_oversized``,
+``_exhausted``). Its base class, the core's ``PoolCore`` (``_alloc`` in pure
+Python, ``_core`` compiled), owns the size classes, the thread caches and the
+allocation hot path (``try_alloc``, ``try_alloc_zeroed``).
 
 Invariants:
 - Buffers never reference the pool, only their size class, so dropping the
   last reference to a pool runs ``__del__`` → :meth:`BufferPool.close` even with
   buffers outstanding; those buffers stay valid and are freed when dropped.
-- After ``close()`` every allocation raises :class:`~iobuf.PoolClosed`. Closing
-  rewrites the size bounds to sentinels so that every request lands on a slow
-  path that checks ``_closed``; the hot path carries no check of its own.
+- After ``close()`` every allocation raises :class:`~iobuf.PoolClosed`:
+  ``_closed`` is set first, then the core routes every request to a hook, and
+  every hook checks ``_closed``.
 - Every error is raised before any state changes (``Exhausted`` and
   ``Oversized`` only bump their counters).
 
-Thread safety: any thread may allocate; the per-request path reads immutable
-fields and calls into the size class (see its notes). ``close()`` may race an
+Thread safety: any thread may allocate (see the core). ``close()`` may race an
 allocation in another thread; that allocation either fails or gets a buffer
 that is freed (not reused) when dropped. On free-threaded builds this relies
-on: ``_close_lock`` making ``close()`` run once; the sentinels and ``_closed``
-being single attribute stores (atomic slot stores there), each of which alone
-routes a request to a slow path that sees ``_closed``; and ``stats()`` reading
-each counter with one attribute load (a snapshot may be a moment old, never
-torn). The allocation gate's ``sys.getrefcount`` sums the local and shared
-reference counts there, so it stays exact (or conservative while a release is
-queued for merging).
-
-Free-threaded builds allocate through the calling thread's facets of the
-classes (``_try_alloc_facets``), kept in ``_local``, the pool's
-``threading.local``: one tuple per thread, made by its first allocation and
-stored in one step, whose death retires them (see ``_size_class``, "Facets").
+on ``_close_lock`` making ``close()`` run once, ``_closed`` being a single
+attribute store, and ``stats()`` reading each counter with one load (a
+snapshot may be a moment old, never torn).
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import sys
 import threading
@@ -47,13 +39,8 @@ from typing import Any
 
 from ._config import BufferPoolConfig
 from ._errors import Exhausted, Oversized, PoolClosed, PoolError, check_nonneg, check_size
-from ._memory import FREE_THREADED
+from ._impl import IoBufMut, PoolCore
 from ._metrics import OversizedCounter, PoolCollector, check_namespace
-from ._size_class import FREE_REFS, LocalCache, RetireFacets, SizeClass, _thread_is_finishing
-from ._views import IoBufMut, settle_if_parked
-
-_new = object.__new__
-_getrefcount = sys.getrefcount
 
 __all__ = ["BufferPool", "OutstandingBuffer", "PoolStats", "SizeClassStats"]
 
@@ -112,7 +99,7 @@ class OutstandingBuffer:
         )
 
 
-class BufferPool:
+class BufferPool(PoolCore):
     """A thread-safe pool of reusable, aligned buffers in power-of-two size classes.
 
     >>> from iobuf import BufferPool, BufferPoolConfig
@@ -127,12 +114,6 @@ class BufferPool:
 
     __slots__ = (
         "_config",
-        "_classes",
-        "_first",
-        "_min_size",
-        "_max_size",
-        "_min_shift",
-        "_bypass_below",
         "_alignment",
         "_cache_capacity",
         "_closed",
@@ -140,7 +121,6 @@ class BufferPool:
         "_registry",
         "_collector",
         "_close_lock",
-        "_local",
         "__weakref__",
     )
 
@@ -152,9 +132,6 @@ class BufferPool:
         namespace: str = "",
     ) -> None:
         self._closed = True  # until fully built, so __del__ of a failed build does nothing
-        # Per thread: ``facets``, that thread's facet of every class and then
-        # their RetireFacets (free-threaded hot path; see _size_class, "Facets").
-        self._local = threading.local()
         self._close_lock = threading.Lock()
         if config is None:
             config = BufferPoolConfig.for_network()
@@ -169,31 +146,13 @@ class BufferPool:
                 f"registry must be a prometheus_client CollectorRegistry, not {type(registry).__name__}"
             )
         cache_capacity = config.resolve_thread_cache_capacity()
-        classes = tuple(
-            SizeClass(
-                size=size,
-                alignment=config.alignment,
-                max_buffers=config.max_per_class,
-                parallelism=config.parallelism,
-                cache_capacity=cache_capacity,
-                prefill=config.prefill,
-                scrub=config.scrub_on_return,
-                track=config.track_allocations,
-            )
-            for size in config.class_sizes
-        )
+        self._core_init(config, cache_capacity)
         oversized = OversizedCounter()
         collector = None
         if registry is not None:
-            collector = PoolCollector(namespace, classes, oversized)
+            collector = PoolCollector(namespace, self._classes, oversized)
             registry.register(collector)  # a name clash raises ValueError here
         self._config = config
-        self._classes = classes
-        self._first = classes[0]
-        self._min_size = config.min_size
-        self._max_size = config.max_size
-        self._min_shift = config.min_size.bit_length() - 1
-        self._bypass_below = config.pool_min_size
         self._alignment = config.alignment
         self._cache_capacity = cache_capacity
         self._oversized_count = oversized
@@ -205,93 +164,7 @@ class BufferPool:
             self.__class__ = _TrackingPool
         _live_pools.add(weakref.ref(self, _live_pools.discard))
 
-    # -- allocation ------------------------------------------------------------
-
-    # The allocation hot path, per build like IoBufMut.__del__: free-threaded
-    # builds go through the calling thread's facet of the class, so that nothing
-    # on the way is an object other threads use (see _size_class, "Facets");
-    # GIL builds keep the class's threading.local, which is cheaper there.
-    def _try_alloc_facets(self, capacity: int) -> IoBufMut:
-        """A pooled buffer with ``len == 0`` and ``capacity`` = the class size.
-
-        Raises :class:`~iobuf.Oversized` above ``max_size`` and
-        :class:`~iobuf.Exhausted` when the class is at ``max_per_class`` with
-        nothing free. Requests below ``pool_min_size`` bypass the pool: an
-        untracked aligned buffer of capacity ``max(capacity, 1)``.
-        """
-        if capacity.__class__ is not int:
-            capacity = check_size("capacity", capacity)
-        if capacity <= self._min_size:
-            if capacity < self._bypass_below:  # also every negative request
-                return self._bypass(capacity, 0)
-            index = 0
-        elif capacity > self._max_size:
-            raise self._oversized()
-        else:
-            index = (capacity - 1).bit_length() - self._min_shift
-        # This thread's facet of the class, then pop its cache, else take the slow road.
-        try:
-            cls = self._local.facets[index]
-        except AttributeError:
-            if _thread_is_finishing():
-                # Teardown (a finalizer in the thread's own locals): its facets
-                # are retired, and new ones would never be; the plain path copes.
-                return self._try_alloc_local(capacity)
-            cls = self._thread_facets()[index]
-        cache = cls.cache
-        assert cache is not None
-        mv = cache.pop() if cache else cls.refill(cache)
-        # Exhausted, or still reachable from somewhere (never hand that out).
-        if mv is None or _getrefcount(mv) > FREE_REFS:
-            mv = self._take_slow(cls, mv, cache)
-        buf = _new(IoBufMut)
-        buf._mv = mv
-        buf._pos = 0
-        buf._len = 0
-        buf._cls = cls
-        buf._aux = None
-        buf._grow = False
-        return buf
-
-    def _try_alloc_local(self, capacity: int) -> IoBufMut:
-        """A pooled buffer with ``len == 0`` and ``capacity`` = the class size.
-
-        Raises :class:`~iobuf.Oversized` above ``max_size`` and
-        :class:`~iobuf.Exhausted` when the class is at ``max_per_class`` with
-        nothing free. Requests below ``pool_min_size`` bypass the pool: an
-        untracked aligned buffer of capacity ``max(capacity, 1)``.
-        """
-        if capacity.__class__ is not int:
-            capacity = check_size("capacity", capacity)
-        if capacity <= self._min_size:
-            if capacity < self._bypass_below:  # also every negative request
-                return self._bypass(capacity, 0)
-            cls = self._first
-        elif capacity > self._max_size:
-            raise self._oversized()
-        else:
-            cls = self._classes[(capacity - 1).bit_length() - self._min_shift]
-        # The allocation hot path: pop this thread's cache, else take the slow road.
-        try:
-            cache = cls.local.cache
-        except AttributeError:
-            cache = cls.init_cache()
-        mv = cache.pop() if cache else cls.refill(cache)
-        # Exhausted, or still reachable from somewhere (never hand that out).
-        if mv is None or _getrefcount(mv) > FREE_REFS:
-            mv = self._take_slow(cls, mv, cache)
-        buf = _new(IoBufMut)
-        buf._mv = mv
-        buf._pos = 0
-        buf._len = 0
-        buf._cls = cls
-        buf._aux = None
-        buf._grow = False
-        return buf
-
-    # What ``pool.try_alloc`` is on this build (both are correct on both; tests
-    # run the free-threaded one on GIL builds too).
-    try_alloc = _try_alloc_facets if FREE_THREADED else _try_alloc_local
+    # -- allocation (try_alloc and try_alloc_zeroed are the core's) -----------
 
     def alloc(self, capacity: int) -> IoBufMut:
         """Like :meth:`try_alloc`, but an oversized request or an exhausted class
@@ -305,20 +178,6 @@ class BufferPool:
         """:meth:`alloc` with ``len == length``; the bytes are unspecified (may be stale)."""
         buf = self.alloc(length)
         buf.set_len(length)
-        return buf
-
-    def try_alloc_zeroed(self, length: int) -> IoBufMut:
-        """:meth:`try_alloc` with ``len == length`` and bytes ``[0, length)`` zeroed."""
-        if type(length) is not int:
-            length = check_size("length", length)
-        if length < self._bypass_below:
-            return self._bypass(length, length)
-        buf = self.try_alloc(length)
-        if length:
-            cls = buf._cls
-            assert cls is not None
-            ctypes.memset(cls.addresses[id(buf._mv)], 0, length)
-            buf._len = length
         return buf
 
     def alloc_zeroed(self, length: int) -> IoBufMut:
@@ -344,12 +203,6 @@ class BufferPool:
 
     # -- slow paths ------------------------------------------------------------
 
-    def _thread_facets(self) -> tuple[SizeClass, ...]:
-        """The calling thread's first allocation: make its facet of every class."""
-        facets = tuple(cls.facet() for cls in self._classes)
-        self._local.facets = (*facets, RetireFacets(facets))
-        return facets
-
     def _check_open(self) -> None:
         if self._closed:
             raise PoolClosed()
@@ -368,13 +221,6 @@ class BufferPool:
         self._oversized_count.inc()
         return Oversized()
 
-    def _take_slow(self, cls: SizeClass, mv: memoryview | None, cache: LocalCache) -> memoryview:
-        if mv is not None:
-            mv = cls.set_aside(mv, cache)
-        if mv is None:
-            raise self._exhausted()
-        return mv
-
     def _exhausted(self) -> PoolClosed | Exhausted:
         # The size class counted it (under its lock) when creation was refused.
         return PoolClosed() if self._closed else Exhausted()
@@ -391,8 +237,7 @@ class BufferPool:
         untouched; the class may create new ones again up to
         ``max_per_class``. A no-op on a closed pool.
         """
-        count = check_nonneg("keep", keep)
-        return sum(cls.trim(count) * cls.size for cls in self._classes)
+        return self._core_trim(check_nonneg("keep", keep))
 
     def outstanding(self) -> list[OutstandingBuffer]:
         """The pooled buffers in use right now, oldest first, with where each
@@ -403,19 +248,16 @@ class BufferPool:
                 "BufferPoolConfig(..., track_allocations=True) or .with_track_allocations(True)"
             )
         now = time.monotonic()
-        found = []
-        for cls in self._classes:
-            assert cls.origins is not None
-            for address, (when, thread, stack) in list(cls.origins.items()):
-                found.append(
-                    OutstandingBuffer(
-                        size=cls.size,
-                        address=address,
-                        age=now - when,
-                        thread=thread,
-                        origin="".join(traceback.StackSummary.from_list(stack).format()),
-                    )
-                )
+        found = [
+            OutstandingBuffer(
+                size=size,
+                address=address,
+                age=now - when,
+                thread=thread,
+                origin="".join(traceback.StackSummary.from_list(frames).format()),
+            )
+            for size, address, when, thread, frames in self._core_origins()
+        ]
         found.sort(key=lambda b: -b.age)
         return found
 
@@ -433,18 +275,18 @@ class BufferPool:
 
     def stats(self) -> PoolStats:
         """A snapshot of every class; never blocks allocation."""
-        settle_if_parked()  # what a finalizer parked late is back before it is counted
+        local = self._core_local_free()
         classes = tuple(
             SizeClassStats(
                 size=cls.size,
-                max_buffers=cls.shared.max_buffers,
-                created=cls.shared.created,
-                global_free=len(cls.shared),
-                local_free=cls.local_len(),
+                max_buffers=cls.max_buffers,
+                created=cls.created,
+                global_free=cls.global_free,
+                local_free=local_free,
                 thread_cache_capacity=self._cache_capacity,
-                exhausted_total=cls.shared.exhausted,
+                exhausted_total=cls.exhausted,
             )
-            for cls in self._classes
+            for cls, local_free in zip(self._classes, local, strict=True)
         )
         return PoolStats(classes=classes, oversized_total=self._oversized_count.value)
 
@@ -467,12 +309,7 @@ class BufferPool:
             if self._closed:
                 return
             self._closed = True
-        # Sentinels route every request to a slow path that raises PoolClosed.
-        self._min_size = -1
-        self._max_size = -1
-        self._bypass_below = 0
-        for cls in self._classes:
-            cls.close()
+        self._core_close()
         collector, self._collector = self._collector, None
         if collector is not None:
             self._registry.unregister(collector)
@@ -512,9 +349,8 @@ class _TrackingPool(BufferPool):
 
     def try_alloc(self, capacity: int) -> IoBufMut:
         buf = BufferPool.try_alloc(self, capacity)
-        cls = buf._cls
-        if cls is not None:
-            cls.track(buf._mv, _caller_frames())
+        if buf.is_pooled:
+            self._core_track(buf, _caller_frames())
         return buf
 
 

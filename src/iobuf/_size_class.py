@@ -393,6 +393,23 @@ class SizeClass:
             for i, mv in enumerate(blocks):
                 shared.stripes[i & shared.mask].append(mv)
 
+    # What stats() and the metrics collector read (the compiled core's classes offer the same).
+    @property
+    def max_buffers(self) -> int:
+        return self.shared.max_buffers
+
+    @property
+    def created(self) -> int:
+        return self.shared.created
+
+    @property
+    def exhausted(self) -> int:
+        return self.shared.exhausted
+
+    @property
+    def global_free(self) -> int:
+        return len(self.shared)
+
     def facet(self) -> SizeClass:
         """A new facet of this class for the calling thread (see "Facets" above)."""
         f: SizeClass = _new_object(SizeClass)

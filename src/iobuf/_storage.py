@@ -41,10 +41,10 @@ from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn
 
 from ._chain import IoBufs
 from ._errors import check_nonneg
+from ._impl import IoBuf, IoBufMut
 from ._io import _borrowed_views, _check_offset, _pwrite_views, _release_views, frozen_result
 from ._memory import page_size
 from ._pool import BufferPool
-from ._views import IoBuf, IoBufMut
 
 if TYPE_CHECKING:
     from collections.abc import Iterable

@@ -44,9 +44,8 @@ from dataclasses import asdict, dataclass, field
 
 from ._config import BufferPoolConfig
 from ._errors import Exhausted, Oversized
+from ._impl import IoBuf, IoBufMut, flush_thread_cache
 from ._pool import BufferPool
-from ._size_class import flush_thread_cache
-from ._views import IoBuf, IoBufMut
 
 __all__ = ["StressReport", "canary", "main", "run_stress", "stress_config"]
 

@@ -9,6 +9,8 @@ Usage::
                                      # (about 2 minutes; --e2e --quick: 64 MiB each, 1 round)
     python -m iobuf.bench --ops      # cost of scrub_on_return and track_allocations per size,
                                      # and RSS around a 256 MiB burst and trim() (about 30 s)
+    python -m iobuf.bench --core     # the core's targets (issue 13) against bytearray, numpy.empty
+                                     # and memoryview slicing, in one process (about 1 minute)
     python -m iobuf.bench --scaling  # two threads vs one vs two processes, 64 KiB allocate+drop,
                                      # pooled and bytearray, 16 interleaved rounds (about 80 s on 3.13t;
                                      # --scaling --base DIR adds the iobuf package found in DIR)
@@ -32,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import _e2e, _ops, _scaling
+from . import _e2e, _ops, _scaling, _targets
 from ._cells import available_approaches, run_cell
 from ._freelists import FREELISTS, run_freelist_cell
 from ._quick import format_table, measure_cycles
@@ -100,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--e2e", action="store_true", help="end-to-end socket and file throughput")
     parser.add_argument("--ops", action="store_true", help="scrub/tracking costs and trim's RSS effect")
     parser.add_argument("--scaling", action="store_true", help="two threads vs one vs two processes")
+    parser.add_argument("--core", action="store_true", help="the core's speed targets, in one process")
     parser.add_argument("--base", type=Path, help="with --scaling: a directory holding an older iobuf")
     parser.add_argument("--cell", help=argparse.SUPPRESS)
     parser.add_argument("--scaling-child", help=argparse.SUPPRESS)
@@ -181,11 +184,24 @@ def _single_mode(args: argparse.Namespace) -> int | None:
         return _run_scaling(args)
     if args.ops:
         return _run_ops(args.quick, args.out)
+    if args.core:
+        return _run_core(args.quick, args.out)
     if args.inline:
         print("gc disabled while timing; one process; approaches interleaved per repeat")
         print(format_table(measure_cycles(sizes=(256, 4096, 65536, 1 << 20, 8 << 20))))
         return 0
     return None
+
+
+def _run_core(quick: bool, out: Path) -> int:
+    print("gc disabled while timing; one process; cases interleaved in shuffled order per round")
+    result = _targets.measure_targets(n=20_000 if quick else 100_000, rounds=5 if quick else 15)
+    for name, ns in result["median_ns"].items():
+        print(f"  {name:46s} {ns:10.1f} ns")
+    print("\n".join(_targets.check_targets(result)))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "core.json").write_text(json.dumps(result, indent=1))
+    return 0
 
 
 def _run_e2e(quick: bool, rounds: int | None, out: Path) -> int:

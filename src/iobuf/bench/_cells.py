@@ -27,9 +27,9 @@ from collections.abc import Callable
 from typing import Any
 
 from .._config import BufferPoolConfig
+from .._impl import IoBufMut
 from .._memory import page_size
 from .._pool import BufferPool
-from .._views import IoBufMut
 
 __all__ = ["APPROACHES", "available_approaches", "calibrated_samples", "freelist_floor", "run_cell"]
 

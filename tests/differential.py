@@ -1,0 +1,121 @@
+"""Run one sequence of pool and buffer operations and describe every outcome.
+
+``tests/test_differential.py`` runs the same sequence on both cores, the one
+in use in the test process and the other in a worker process (this module run
+as ``python -m tests.differential``, one JSON sequence per stdin line, one JSON
+outcome list per stdout line), and requires identical outcomes: bytes, lengths,
+capacities, exceptions with their messages, and pool stats. Addresses differ
+between processes, so only their alignment is reported.
+
+An operation is a list ``[name, *args]``; slots are indexes into the list of
+live objects (buffers, IoBufs, memoryviews), taken modulo its length.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import iobuf
+from iobuf import BufferPool, BufferPoolConfig, IoBuf, IoBufMut
+
+CONFIG = BufferPoolConfig(min_size=64, max_size=256, max_per_class=3, alignment=64, thread_cache_capacity=2)
+
+
+def _describe(obj: Any) -> list[Any]:
+    if isinstance(obj, IoBufMut):
+        return ["mut", bytes(obj).hex(), obj.capacity, obj.is_pooled, obj.address % 64 if obj else 0]
+    if isinstance(obj, IoBuf):
+        return ["buf", bytes(obj).hex(), obj.is_pooled]
+    if isinstance(obj, memoryview):
+        return ["view", obj.tobytes().hex(), obj.readonly]
+    return ["value", repr(obj)]
+
+
+def _stats(pool: BufferPool) -> list[Any]:
+    s = pool.stats()
+    return [
+        [c.size, c.created, c.global_free, c.local_free, c.exhausted_total, c.thread_cache_capacity]
+        for c in s.classes
+    ] + [s.oversized_total]
+
+
+def _step(pool: BufferPool, live: list[Any], op: list[Any]) -> Any:
+    name, *args = op
+    if name in ("try_alloc", "alloc", "alloc_len", "alloc_zeroed", "try_alloc_zeroed"):
+        live.append(getattr(pool, name)(args[0]))
+        return _describe(live[-1])
+    if name == "stats":
+        return _stats(pool)
+    if name == "trim":
+        return pool.trim(args[0])
+    if name == "flush":
+        iobuf.flush_thread_cache()
+        return None
+    if name == "close":
+        pool.close()
+        return None
+    if not live:
+        return "empty"
+    i = args[0] % len(live)
+    obj = live[i]
+    rest = args[1:]
+    if name == "drop":
+        del live[i]
+        return None
+    if name == "view":
+        live.append(obj.as_memoryview() if not isinstance(obj, memoryview) else obj[1:])
+        return _describe(live[-1])
+    if name == "release":
+        if isinstance(obj, memoryview):
+            obj.release()
+            del live[i]
+            return None
+        obj.release()
+        return _describe(obj)
+    if name == "poke":
+        if not isinstance(obj, memoryview) or obj.readonly or not len(obj):
+            return "n/a"
+        obj[0] = rest[0]
+        return _describe(obj)
+    if name == "put_slice":
+        rest = [bytes.fromhex(rest[0])]
+    method = getattr(obj, name, None)
+    if method is None:
+        return "n/a"
+    result = method(*rest)
+    if isinstance(result, (IoBuf, IoBufMut, memoryview)):
+        live.append(result)
+        result = _describe(result)
+    return [result, _describe(obj)]
+
+
+def run(ops: list[list[Any]]) -> list[Any]:
+    """Every operation's outcome, in order: its value or its exception and message."""
+    pool = BufferPool(CONFIG)
+    live: list[Any] = []
+    out: list[Any] = []
+    try:
+        for op in ops:
+            try:
+                out.append(["ok", _step(pool, live, op)])
+            except Exception as exc:  # the outcome under test: type and message
+                out.append(["raised", type(exc).__name__, str(exc)])
+        out.append(["final", _stats(pool)])
+    finally:
+        live.clear()
+        pool.close()
+        iobuf.flush_thread_cache()
+    return out
+
+
+def main() -> None:
+    """The worker: one sequence per input line, one outcome list per output line."""
+    print(json.dumps(iobuf.IMPLEMENTATION), flush=True)
+    for line in sys.stdin:
+        print(json.dumps(run(json.loads(line))), flush=True)
+
+
+if __name__ == "__main__":
+    main()
