@@ -2,7 +2,8 @@
 # Declarations for _core.py (Cython pure-Python mode). Everything C-level lives here.
 cimport cython
 from cpython.object cimport PyObject
-from cpython.buffer cimport Py_buffer, PyBUF_WRITABLE, PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES, PyBUF_SIMPLE
+from cpython.buffer cimport Py_buffer, PyBUF_WRITABLE, PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES, PyBUF_SIMPLE, PyObject_GetBuffer, PyBuffer_Release
+from cpython.slice cimport PySlice_Unpack, PySlice_AdjustIndices
 from libc.string cimport memcpy, memset, memmove, memcmp
 
 cdef extern from "stdlib.h" nogil:
@@ -171,6 +172,15 @@ cdef extern from *:
     static void iob_heap_free(void *p) { if (p && p != (void *)iob_empty_bytes) free(p); }
     static inline char *iob_empty(void) { return iob_empty_bytes; }
 
+    /* Cython ignores "except -1" on these extern calls in pure mode: return NULL instead. */
+    static PyObject *iob_getbuffer(PyObject *o, Py_buffer *v, int f) {
+        if (PyObject_GetBuffer(o, v, f) < 0) return NULL;
+        Py_RETURN_NONE;
+    }
+    static PyObject *iob_slice_unpack(PyObject *s, Py_ssize_t *a, Py_ssize_t *b, Py_ssize_t *c) {
+        if (PySlice_Unpack(s, a, b, c) < 0) return NULL;
+        Py_RETURN_NONE;
+    }
     static char iob_B[] = "B";
     static inline char *iob_fmt_B(void) { return iob_B; }
     static inline int iob_bitlen(size_t x) { return x ? (int)(8 * sizeof(size_t)) - __builtin_clzl(x) : 0; }
@@ -202,6 +212,8 @@ cdef extern from *:
     void iob_heap_free(void *p) nogil
     char *iob_empty() nogil
     char *iob_fmt_B() nogil
+    object iob_getbuffer(object o, Py_buffer *v, int f)
+    object iob_slice_unpack(object s, Py_ssize_t *a, Py_ssize_t *b, Py_ssize_t *c)
     int iob_bitlen(size_t x) nogil
 
 

@@ -845,7 +845,7 @@ def bytes_block(data: bytes) -> Block:
 @cython.cfunc
 def view_block(obj) -> Block:
     b: Block = Block.__new__(Block)
-    PyObject_GetBuffer(obj, cython.address(b.pybuf), PyBUF_SIMPLE)
+    iob_getbuffer(obj, cython.address(b.pybuf), PyBUF_SIMPLE)
     b.has_pybuf = True
     b.ptr = cython.cast(cython.p_char, b.pybuf.buf)
     b.size = b.pybuf.len
@@ -947,7 +947,7 @@ def _equal(p: cython.p_char, n: cython.Py_ssize_t, other):
         theirs = _as_bytes(other, "other")
     except TypeError:
         return NotImplemented
-    PyObject_GetBuffer(theirs, cython.address(view), PyBUF_SIMPLE)
+    iob_getbuffer(theirs, cython.address(view), PyBUF_SIMPLE)
     try:
         return view.len == n and (n == 0 or memcmp(p, view.buf, n) == 0)
     finally:
@@ -958,12 +958,12 @@ def _equal(p: cython.p_char, n: cython.Py_ssize_t, other):
 def _get_src(data, view: cython.pointer(Py_buffer)) -> cython.int:
     """A simple buffer of bytes-like ``data`` in ``view`` (``_as_bytes`` rules and messages)."""
     try:
-        PyObject_GetBuffer(data, view, PyBUF_SIMPLE)
+        iob_getbuffer(data, view, PyBUF_SIMPLE)
         return 0
     except Exception:
         pass
     src = _as_bytes(data, "data")
-    PyObject_GetBuffer(src, view, PyBUF_SIMPLE)
+    iob_getbuffer(src, view, PyBUF_SIMPLE)
     return 0
 
 
@@ -1459,7 +1459,7 @@ class IoBuf:
         n: cython.Py_ssize_t = self._end - self._start
         i: cython.Py_ssize_t
         if PySlice_Check(key):
-            PySlice_Unpack(key, cython.address(start), cython.address(stop), cython.address(step))
+            iob_slice_unpack(key, cython.address(start), cython.address(stop), cython.address(step))
             PySlice_AdjustIndices(n, cython.address(start), cython.address(stop), step)
             if step != 1:
                 raise ValueError(f"IoBuf slices need step 1, got {step}")
