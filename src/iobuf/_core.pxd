@@ -236,6 +236,7 @@ cdef class SizeClass:
     cdef size_t alignment
     cdef bint closed
     cdef object origins
+    cdef object __weakref__
     cdef void *create(self) noexcept
     cdef void *take(self) noexcept
     cdef Py_ssize_t take_batch(self, void **into, Py_ssize_t want) noexcept
@@ -253,6 +254,7 @@ cdef class PoolState:
     cdef int min_shift
     cdef int num_classes
     cdef Py_ssize_t cap
+    cdef Py_ssize_t alignment
     cdef int closed
     cdef bint scrub
     cdef bint slow_return
@@ -297,6 +299,7 @@ cdef class Block:
     cdef bint lease
     cdef bint grow
     cdef bint has_pybuf
+    cdef bint exported
     cdef Py_buffer pybuf
     cdef object keep
 
@@ -313,6 +316,8 @@ cdef class IoBufMut:
     cdef bint grow
     cdef bint spare
     cdef bint made
+    cdef bint quiet
+    cdef bint exported
     cdef Py_ssize_t _exports
     cdef list pins
     cdef Block share(self)
@@ -325,6 +330,7 @@ cdef class IoBuf:
     cdef char *base
     cdef public Py_ssize_t _start
     cdef public Py_ssize_t _end
+    cdef bint quiet
     cdef void _set_detached(self) noexcept
 
 

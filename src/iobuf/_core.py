@@ -54,7 +54,7 @@ import cython
 import threading as _threading
 import time as _time
 
-from iobuf._errors import check_nonneg, check_size
+from iobuf._errors import Exhausted, Oversized, check_nonneg, check_size
 
 _VIEWS_ALIVE = (
     "cannot release a pooled buffer while memoryviews (or arrays) of it are alive; release or drop them first"
@@ -582,6 +582,7 @@ class PoolCore:
         st.min_shift = iob_bitlen(st.min_size) - 1
         st.num_classes = len(sizes)
         st.cap = cache_capacity
+        st.alignment = max(config.alignment, 1)
         st.scrub = bool(config.scrub_on_return)
         st.slow_return = st.scrub or track
         st.classes = tuple([SizeClass(size, config.max_per_class, max(config.alignment, 1), track) for size in sizes])
@@ -600,26 +601,21 @@ class PoolCore:
 
     def try_alloc(self, capacity) -> IoBufMut:
         """A pooled buffer with ``len == 0`` and ``capacity`` = the class size."""
-        st: PoolState = self.st
-        n: cython.long
-        overflow: cython.int = 0
-        idx: cython.int
-        if type(capacity) is not int:
-            capacity = check_size("capacity", capacity)
-        n = PyLong_AsLongAndOverflow(capacity, cython.address(overflow))
-        if overflow:
-            if overflow > 0:
-                raise self._oversized()
-            return self._bypass(capacity, 0)
-        if n <= st.min_size:
-            if n < self.bypass_below:  # also every negative request
-                return self._bypass(capacity, 0)
-            idx = 0
-        elif n > st.max_size:
-            raise self._oversized()
-        else:
-            idx = iob_bitlen(n - 1) - st.min_shift
-        return _alloc(self, st, idx)
+        return _request(self, capacity, False)
+
+    def alloc(self, capacity) -> IoBufMut:
+        """Like :meth:`try_alloc`, but an oversized request or an exhausted class
+        gets an untracked aligned buffer of capacity ``max(capacity, min_size)``."""
+        return _request(self, capacity, True)
+
+    def alloc_len(self, length) -> IoBufMut:
+        """:meth:`alloc` with ``len == length``; the bytes are unspecified (may be stale)."""
+        m: IoBufMut = _request(self, length, True)
+        n: cython.Py_ssize_t = _nonneg("n", length)
+        if n > m._cap - m._pos:
+            raise ValueError(f"set_len({n}) exceeds capacity({m._cap - m._pos})")
+        m._len = m._pos + n
+        return m
 
     def try_alloc_zeroed(self, length) -> IoBufMut:
         """:meth:`try_alloc` with ``len == length`` and bytes ``[0, length)`` zeroed."""
@@ -643,7 +639,9 @@ class PoolCore:
             raise self._oversized()
         else:
             idx = iob_bitlen(n - 1) - st.min_shift
-        m = _alloc(self, st, idx)
+        m = _alloc(st, idx)
+        if m is None:
+            raise self._exhausted()
         if n:
             memset(m.base, 0, n)
             m._len = n
@@ -721,15 +719,61 @@ def _close_state(st: PoolState) -> cython.void:
 
 
 @cython.cfunc
+def _fallback(core: PoolCore, exc, capacity) -> IoBufMut:
+    """``alloc``'s answer to a refused request: PoolClosed propagates; Oversized
+    and Exhausted (already counted by the hooks and classes) give an untracked
+    aligned buffer of capacity ``max(capacity, min_size)``."""
+    if isinstance(exc, (Oversized, Exhausted)):
+        return IoBufMut.with_alignment(max(capacity, core.st.min_size), core.st.alignment)
+    raise exc
+
+
+@cython.cfunc
 @cython.inline
-def _alloc(core: PoolCore, st: PoolState, idx: cython.int) -> IoBufMut:
+def _request(core: PoolCore, capacity, fallback: cython.bint) -> IoBufMut:
+    st: PoolState = core.st
+    n: cython.long
+    overflow: cython.int = 0
+    idx: cython.int
+    m: IoBufMut
+    if type(capacity) is not int:
+        capacity = check_size("capacity", capacity)
+    n = PyLong_AsLongAndOverflow(capacity, cython.address(overflow))
+    if overflow:
+        if overflow > 0:
+            if fallback:
+                return _fallback(core, core._oversized(), capacity)
+            raise core._oversized()
+        return core._bypass(capacity, 0)
+    if n <= st.min_size:
+        if n < core.bypass_below:  # also every negative request
+            return core._bypass(capacity, 0)
+        idx = 0
+    elif n > st.max_size:
+        if fallback:
+            return _fallback(core, core._oversized(), capacity)
+        raise core._oversized()
+    else:
+        idx = iob_bitlen(n - 1) - st.min_shift
+    m = _alloc(st, idx)
+    if m is None:
+        if fallback:
+            return _fallback(core, core._exhausted(), capacity)
+        raise core._exhausted()
+    return m
+
+
+@cython.cfunc
+@cython.inline
+def _alloc(st: PoolState, idx: cython.int) -> IoBufMut:
+    """A pooled buffer of class ``idx``, or None if the class refuses (or the pool is closed)."""
     fp: cython.pointer(PyObject)
     f: Facet
     n: cython.Py_ssize_t
     p: cython.p_void
     m: IoBufMut
     if iob_get_flag(cython.address(st.closed)):
-        raise core._exhausted()
+        return None
     fp = facet_of(st)
     if fp == cython.NULL:
         f = facet_slow(st)
@@ -744,7 +788,7 @@ def _alloc(core: PoolCore, st: PoolState, idx: cython.int) -> IoBufMut:
     else:
         p = f.refill(idx)
         if p == cython.NULL:
-            raise core._exhausted()
+            return None
     m.base = cython.cast(cython.p_char, p)
     m.raw = m.base
     m._cap = st.min_size << idx
@@ -1083,6 +1127,8 @@ class IoBufMut:
 
     @cython.cfunc
     def share(self) -> Block:
+        if self.exported and self.blk is not None:
+            self.blk.exported = True
         if self.blk is None:
             if self.raw != cython.NULL:
                 return block_from_raw(self)
@@ -1108,6 +1154,7 @@ class IoBufMut:
                     self.pins.append(self.blk)
         raw = self.raw
         origin: Facet = self.origin
+        self.exported = False
         self.raw = cython.NULL
         self.origin = None
         self._pos = 0
@@ -1150,6 +1197,7 @@ class IoBufMut:
             else:
                 self.pins.append(self.blk)
         self.blk = nb
+        self.exported = False
         self.base = nb.ptr
         self._cap = new_cap
         self._pos = 0
@@ -1158,7 +1206,11 @@ class IoBufMut:
 
     def _read_view(self) -> memoryview:
         """Internal: the readable bytes, for use within one call only."""
-        return PyMemoryView_FromObject(self)
+        self.quiet = True
+        try:
+            return PyMemoryView_FromObject(self)
+        finally:
+            self.quiet = False
 
     # -- writing ---------------------------------------------------------------
 
@@ -1303,6 +1355,8 @@ class IoBufMut:
         else:
             _fill(buffer, flags, self, self.base + self._pos, self._len - self._pos, False)
         iob_inc(cython.address(self._exports))
+        if self.raw == cython.NULL and not self.quiet:
+            self.exported = True  # untracked memory: try_into_mut refuses it from now on
 
     def __releasebuffer__(self, buffer: cython.pointer(Py_buffer)):
         iob_dec(cython.address(self._exports))
@@ -1409,10 +1463,17 @@ class IoBuf:
     # -- views -----------------------------------------------------------------
 
     def _read_view(self) -> memoryview:
-        return PyMemoryView_FromObject(self)
+        self.quiet = True
+        try:
+            return PyMemoryView_FromObject(self)
+        finally:
+            self.quiet = False
 
     def as_memoryview(self) -> memoryview:
         """A read-only memoryview of the bytes; it keeps pooled memory out of the pool."""
+        keep = self.blk.keep
+        if keep is not None and type(keep) is bytes:  # a view of the wrapped bytes object itself
+            return PyMemoryView_FromObject(keep)[self._start:self._end]
         return PyMemoryView_FromObject(self)
 
     def chunk(self) -> memoryview:
@@ -1539,8 +1600,8 @@ class IoBuf:
 
     def try_into_mut(self):
         """An IoBufMut over the same memory, if this view is the only thing reaching it; else None."""
-        if not self.blk.lease:
-            return None
+        if not self.blk.lease or (self.blk.exported and self.blk.origin is None):
+            return None  # bytes-backed; or untracked memory that handed out views (conservative)
         m: IoBufMut = new_mut()  # allocate before counting
         if iob_refcnt(cython.cast(cython.pointer(PyObject), self.blk)) != 1:
             return None  # another owner, a pin or a live export
@@ -1591,6 +1652,8 @@ class IoBuf:
             raise BufferError("Object is not writable.")
         _fill(buffer, flags, self.blk, self.base + self._start, self._end - self._start, True)
         iob_inc(cython.address(self.blk.exports))
+        if not self.quiet and self.blk.lease and self.blk.origin is None:
+            self.blk.exported = True  # untracked memory: try_into_mut refuses it from now on
 
     def __bytes__(self) -> bytes:
         return PyBytes_FromStringAndSize(self.base + self._start, self._end - self._start)
