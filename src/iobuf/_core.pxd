@@ -258,6 +258,7 @@ cdef class PoolState:
     cdef int closed
     cdef bint scrub
     cdef bint slow_return
+    cdef bint track
     cdef Py_ssize_t slot
     cdef bint has_slot
     cdef tuple classes

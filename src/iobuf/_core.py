@@ -585,6 +585,7 @@ class PoolCore:
         st.alignment = max(config.alignment, 1)
         st.scrub = bool(config.scrub_on_return)
         st.slow_return = st.scrub or track
+        st.track = track
         st.classes = tuple([SizeClass(size, config.max_per_class, max(config.alignment, 1), track) for size in sizes])
         st.closed = 0
         if config.prefill:
@@ -601,16 +602,16 @@ class PoolCore:
 
     def try_alloc(self, capacity) -> IoBufMut:
         """A pooled buffer with ``len == 0`` and ``capacity`` = the class size."""
-        return _request(self, capacity, False)
+        return _request(self, capacity, False, False)
 
     def alloc(self, capacity) -> IoBufMut:
         """Like :meth:`try_alloc`, but an oversized request or an exhausted class
         gets an untracked aligned buffer of capacity ``max(capacity, min_size)``."""
-        return _request(self, capacity, True)
+        return _request(self, capacity, True, True)
 
     def alloc_len(self, length) -> IoBufMut:
         """:meth:`alloc` with ``len == length``; the bytes are unspecified (may be stale)."""
-        m: IoBufMut = _request(self, length, True)
+        m: IoBufMut = _request(self, length, True, True)
         n: cython.Py_ssize_t = _nonneg("n", length)
         if n > m._cap - m._pos:
             raise ValueError(f"set_len({n}) exceeds capacity({m._cap - m._pos})")
@@ -633,6 +634,12 @@ class PoolCore:
             return self._bypass(length, length)
         if n < self.bypass_below:
             return self._bypass(length, length)
+        if st.track:  # through the (tracking) subclass's try_alloc, which records the origin
+            m = self.try_alloc(length)
+            if n:
+                memset(m.base, 0, n)
+                m._len = n
+            return m
         if n <= st.min_size:
             idx = 0
         elif n > st.max_size:
@@ -729,13 +736,26 @@ def _fallback(core: PoolCore, exc, capacity) -> IoBufMut:
 
 
 @cython.cfunc
+def _request_tracked(core: PoolCore, capacity, fallback: cython.bint) -> IoBufMut:
+    """``alloc`` on a tracking pool: through the subclass's ``try_alloc`` (it records the origin)."""
+    try:
+        return core.try_alloc(capacity)
+    except (Oversized, Exhausted):
+        if not fallback:
+            raise
+    return IoBufMut.with_alignment(max(capacity, core.st.min_size), core.st.alignment)
+
+
+@cython.cfunc
 @cython.inline
-def _request(core: PoolCore, capacity, fallback: cython.bint) -> IoBufMut:
+def _request(core: PoolCore, capacity, fallback: cython.bint, dispatch: cython.bint) -> IoBufMut:
     st: PoolState = core.st
     n: cython.long
     overflow: cython.int = 0
     idx: cython.int
     m: IoBufMut
+    if dispatch and st.track:
+        return _request_tracked(core, capacity, fallback)
     if type(capacity) is not int:
         capacity = check_size("capacity", capacity)
     n = PyLong_AsLongAndOverflow(capacity, cython.address(overflow))
@@ -1203,6 +1223,11 @@ class IoBufMut:
         self._pos = 0
         self._len = readable
         return 0
+
+    @property
+    def _grow(self) -> bool:
+        """Internal: whether a write past the capacity reallocates (heap memory)."""
+        return self.grow
 
     def _read_view(self) -> memoryview:
         """Internal: the readable bytes, for use within one call only."""
