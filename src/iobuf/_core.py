@@ -1,4 +1,5 @@
 # cython: freethreading_compatible=True
+# cython: always_allow_keywords=True
 """The compiled core: ``IoBufMut``, ``IoBuf`` and the pool's size classes and
 thread caches, in Cython pure-Python mode (C declarations in ``_core.pxd``).
 
@@ -653,6 +654,15 @@ class PoolCore:
             memset(m.base, 0, n)
             m._len = n
         return m
+
+    def alloc_zeroed(self, length) -> IoBufMut:
+        """:meth:`try_alloc_zeroed`, falling back like :meth:`alloc` (untracked, zeroed)."""
+        try:
+            return self.try_alloc_zeroed(length)
+        except (Oversized, Exhausted):
+            buf = IoBufMut.zeroed_with_alignment(max(length, self.st.min_size), self.st.alignment)
+            buf.truncate(length)
+            return buf
 
     def _core_local_free(self) -> tuple:
         st: PoolState = self.st
