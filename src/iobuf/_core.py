@@ -471,14 +471,15 @@ class ThreadCaches:
 @cython.cfunc
 @cython.inline
 @cython.exceptval(check=False)
-def facet_of(st: PoolState) -> cython.pointer(PyObject):
-    """The calling thread's Facet of ``st`` (borrowed), or NULL."""
+def facet_of(stp: cython.pointer(PyObject)) -> cython.pointer(PyObject):
+    """The calling thread's Facet (borrowed) of the PoolState ``stp`` (borrowed, so
+    that no shared reference count changes on the hot path), or NULL."""
     v: cython.p_void = iob_tss_get()
-    tc: cython.pointer(PyObject)
+    slot: cython.Py_ssize_t = cython.cast(PoolState, stp).slot
     if v == cython.NULL or v == IOB_FINISHING:
         return cython.NULL
-    if st.slot < cython.cast(ThreadCaches, v).n:
-        return cython.cast(ThreadCaches, v).facets[st.slot]
+    if slot < cython.cast(ThreadCaches, v).n:
+        return cython.cast(ThreadCaches, v).facets[slot]
     return cython.NULL
 
 
@@ -525,16 +526,15 @@ def on_return(st: PoolState, idx: cython.int, p: cython.p_void) -> cython.void:
 @cython.exceptval(check=False)
 def give_back(origin: Facet, idx: cython.int, p: cython.p_void) -> cython.void:
     """Return pooled ``p`` (nothing reaches it any more) to the calling thread's cache."""
-    st: PoolState = origin.st
     fp: cython.pointer(PyObject)
     f: Facet
     n: cython.Py_ssize_t
-    if st.slow_return:
-        on_return(st, idx, p)
-    if iob_get_flag(cython.address(st.closed)):
-        cython.cast(SizeClass, st.classes[idx]).put(p)  # closed: freed
+    if origin.st.slow_return:
+        on_return(origin.st, idx, p)
+    if iob_get_flag(cython.address(origin.st.closed)):
+        cython.cast(SizeClass, origin.st.classes[idx]).put(p)  # closed: freed
         return
-    fp = facet_of(st)
+    fp = facet_of(cython.cast(cython.pointer(PyObject), origin.st))
     if fp != cython.NULL:
         f = cython.cast(Facet, fp)
         n = f.counts[idx]
@@ -545,10 +545,10 @@ def give_back(origin: Facet, idx: cython.int, p: cython.p_void) -> cython.void:
             f.push_slow(idx, p)
         return
     try:
-        f = facet_slow(st)
+        f = facet_slow(origin.st)
         n = f.counts[idx]
         if f.cap == 0:
-            cython.cast(SizeClass, st.classes[idx]).put(p)
+            cython.cast(SizeClass, origin.st.classes[idx]).put(p)
         elif n < f.room[idx]:
             f.items[idx][n] = p
             f.counts[idx] = n + 1
@@ -557,7 +557,7 @@ def give_back(origin: Facet, idx: cython.int, p: cython.p_void) -> cython.void:
         return
     except BaseException:
         pass
-    cython.cast(SizeClass, st.classes[idx]).put(p)
+    cython.cast(SizeClass, origin.st.classes[idx]).put(p)
 
 
 # --------------------------------------------------------------------------- pool core
@@ -647,7 +647,7 @@ class PoolCore:
             raise self._oversized()
         else:
             idx = iob_bitlen(n - 1) - st.min_shift
-        m = _alloc(st, idx)
+        m = _alloc(cython.cast(cython.pointer(PyObject), st), idx)
         if m is None:
             raise self._exhausted()
         if n:
@@ -666,7 +666,7 @@ class PoolCore:
 
     def _core_local_free(self) -> tuple:
         st: PoolState = self.st
-        fp: cython.pointer(PyObject) = facet_of(st)
+        fp: cython.pointer(PyObject) = facet_of(cython.cast(cython.pointer(PyObject), st))
         i: cython.int
         if fp == cython.NULL:
             return (0,) * st.num_classes
@@ -684,7 +684,7 @@ class PoolCore:
         total = 0
         if iob_get_flag(cython.address(st.closed)):
             return 0
-        fp = facet_of(st)
+        fp = facet_of(cython.cast(cython.pointer(PyObject), st))
         if fp != cython.NULL:
             f = cython.cast(Facet, fp)
         for i in range(st.num_classes):
@@ -729,7 +729,7 @@ def _close_state(st: PoolState) -> cython.void:
     iob_set_flag(cython.address(st.closed), 1)
     for cls in st.classes:
         cls.close()
-    fp = facet_of(st)
+    fp = facet_of(cython.cast(cython.pointer(PyObject), st))
     if fp != cython.NULL:
         v = iob_tss_get()
         cython.cast(ThreadCaches, v).drop(st.slot)
@@ -759,12 +759,11 @@ def _request_tracked(core: PoolCore, capacity, fallback: cython.bint) -> IoBufMu
 @cython.cfunc
 @cython.inline
 def _request(core: PoolCore, capacity, fallback: cython.bint, dispatch: cython.bint) -> IoBufMut:
-    st: PoolState = core.st
     n: cython.long
     overflow: cython.int = 0
     idx: cython.int
     m: IoBufMut
-    if dispatch and st.track:
+    if dispatch and core.st.track:
         return _request_tracked(core, capacity, fallback)
     if type(capacity) is not int:
         capacity = check_size("capacity", capacity)
@@ -775,17 +774,17 @@ def _request(core: PoolCore, capacity, fallback: cython.bint, dispatch: cython.b
                 return _fallback(core, core._oversized(), capacity)
             raise core._oversized()
         return core._bypass(capacity, 0)
-    if n <= st.min_size:
+    if n <= core.st.min_size:
         if n < core.bypass_below:  # also every negative request
             return core._bypass(capacity, 0)
         idx = 0
-    elif n > st.max_size:
+    elif n > core.st.max_size:
         if fallback:
             return _fallback(core, core._oversized(), capacity)
         raise core._oversized()
     else:
-        idx = iob_bitlen(n - 1) - st.min_shift
-    m = _alloc(st, idx)
+        idx = iob_bitlen(n - 1) - core.st.min_shift
+    m = _alloc(cython.cast(cython.pointer(PyObject), core.st), idx)
     if m is None:
         if fallback:
             return _fallback(core, core._exhausted(), capacity)
@@ -795,18 +794,19 @@ def _request(core: PoolCore, capacity, fallback: cython.bint, dispatch: cython.b
 
 @cython.cfunc
 @cython.inline
-def _alloc(st: PoolState, idx: cython.int) -> IoBufMut:
-    """A pooled buffer of class ``idx``, or None if the class refuses (or the pool is closed)."""
+def _alloc(stp: cython.pointer(PyObject), idx: cython.int) -> IoBufMut:
+    """A pooled buffer of class ``idx`` of the PoolState ``stp`` (borrowed: no
+    shared reference count changes here), or None if the class refuses (or the pool is closed)."""
     fp: cython.pointer(PyObject)
     f: Facet
     n: cython.Py_ssize_t
     p: cython.p_void
     m: IoBufMut
-    if iob_get_flag(cython.address(st.closed)):
+    if iob_get_flag(cython.address(cython.cast(PoolState, stp).closed)):
         return None
-    fp = facet_of(st)
+    fp = facet_of(stp)
     if fp == cython.NULL:
-        f = facet_slow(st)
+        f = facet_slow(cython.cast(PoolState, stp))
     else:
         f = cython.cast(Facet, fp)
     m = IoBufMut.__new__(IoBufMut)
@@ -821,7 +821,7 @@ def _alloc(st: PoolState, idx: cython.int) -> IoBufMut:
             return None
     m.base = cython.cast(cython.p_char, p)
     m.raw = m.base
-    m._cap = st.min_size << idx
+    m._cap = cython.cast(PoolState, stp).min_size << idx
     m.origin = f
     m.idx = idx
     m.made = True
