@@ -181,6 +181,34 @@ cdef extern from *:
         if (PySlice_Unpack(s, a, b, c) < 0) return NULL;
         Py_RETURN_NONE;
     }
+    /* The shared empty Block: every new IoBuf points at it first. On free-threaded
+       builds its reference count would be a counter all threads hit: make it immortal. */
+    static void iob_immortalize(PyObject *o) {
+    #if defined(Py_GIL_DISABLED) && defined(_Py_IMMORTAL_REFCNT_LOCAL)
+        o->ob_ref_local = _Py_IMMORTAL_REFCNT_LOCAL;
+    #else
+        (void)o;
+    #endif
+    }
+    /* Zeroed, 128-byte aligned, size rounded up to 128: a thread cache's arrays
+       never share a cache line with another thread's data. */
+    #define IOB_CL 128
+    static void *iob_cl_alloc(size_t n) {
+        void *p = NULL;
+        n = (n + IOB_CL - 1) & ~(size_t)(IOB_CL - 1);
+        if (!n) n = IOB_CL;
+        if (posix_memalign(&p, IOB_CL, n)) return NULL;
+        memset(p, 0, n);
+        return p;
+    }
+    /* Grow to new_n bytes keeping the first old_n (NULL on failure, old kept). */
+    static void *iob_cl_realloc(void *old, size_t old_n, size_t new_n) {
+        void *p = iob_cl_alloc(new_n);
+        if (!p) return NULL;
+        if (old && old_n) memcpy(p, old, old_n < new_n ? old_n : new_n);
+        free(old);
+        return p;
+    }
     static char iob_B[] = "B";
     static inline char *iob_fmt_B(void) { return iob_B; }
     static inline int iob_bitlen(size_t x) { return x ? (int)(8 * sizeof(size_t)) - __builtin_clzl(x) : 0; }
@@ -212,6 +240,9 @@ cdef extern from *:
     void iob_heap_free(void *p) nogil
     char *iob_empty() nogil
     char *iob_fmt_B() nogil
+    void iob_immortalize(PyObject *o)
+    void *iob_cl_alloc(size_t n) nogil
+    void *iob_cl_realloc(void *old, size_t old_n, size_t new_n) nogil
     object iob_getbuffer(object o, Py_buffer *v, int f)
     object iob_slice_unpack(object s, Py_ssize_t *a, Py_ssize_t *b, Py_ssize_t *c)
     int iob_bitlen(size_t x) nogil

@@ -307,7 +307,7 @@ class Facet:
                 free(self.items[i])
             free(self.items)
         free(self.counts)
-        free(self.room)
+        free(self.room)  # (all from iob_cl_alloc/iob_cl_realloc: plain free)
 
     @cython.cfunc
     @cython.exceptval(check=False)
@@ -324,7 +324,7 @@ class Facet:
             return cls.create()
         want = self.cap // 2
         if self.room[idx] < want:
-            base = cython.cast(cython.pp_void, realloc(self.items[idx], want * cython.sizeof(cython.p_void)))
+            base = cython.cast(cython.pp_void, iob_cl_realloc(self.items[idx], self.counts[idx] * cython.sizeof(cython.p_void), want * cython.sizeof(cython.p_void)))
             if base == cython.NULL:
                 p = cls.take()
                 return p if p != cython.NULL else cls.create()
@@ -353,7 +353,7 @@ class Facet:
             r = self.room[idx] * 2 if self.room[idx] else 8
             if r > self.cap:
                 r = self.cap
-            base = cython.cast(cython.pp_void, realloc(self.items[idx], r * cython.sizeof(cython.p_void)))
+            base = cython.cast(cython.pp_void, iob_cl_realloc(self.items[idx], n * cython.sizeof(cython.p_void), r * cython.sizeof(cython.p_void)))
             if base != cython.NULL:
                 self.items[idx] = base
                 self.room[idx] = r
@@ -396,9 +396,11 @@ def new_facet(st: PoolState, cap: cython.Py_ssize_t) -> Facet:
     k: cython.int = st.num_classes if st.num_classes > 0 else 1
     f.num_classes = st.num_classes
     f.cap = cap
-    f.items = cython.cast(cython.pointer(cython.pp_void), calloc(k, cython.sizeof(cython.pp_void)))
-    f.counts = cython.cast(cython.pointer(cython.Py_ssize_t), calloc(k, cython.sizeof(cython.Py_ssize_t)))
-    f.room = cython.cast(cython.pointer(cython.Py_ssize_t), calloc(k, cython.sizeof(cython.Py_ssize_t)))
+    # Cache-line aligned and padded: what one thread writes on every call must
+    # not share a line with another thread's (false sharing on free-threaded builds).
+    f.items = cython.cast(cython.pointer(cython.pp_void), iob_cl_alloc(k * cython.sizeof(cython.pp_void)))
+    f.counts = cython.cast(cython.pointer(cython.Py_ssize_t), iob_cl_alloc(k * cython.sizeof(cython.Py_ssize_t)))
+    f.room = cython.cast(cython.pointer(cython.Py_ssize_t), iob_cl_alloc(k * cython.sizeof(cython.Py_ssize_t)))
     if f.items == cython.NULL or f.counts == cython.NULL or f.room == cython.NULL:
         raise MemoryError()
     f.st = st
@@ -880,6 +882,7 @@ class Block:
 
 _EMPTY = Block.__new__(Block)
 _EMPTY.ptr = iob_empty()
+iob_immortalize(cython.cast(cython.pointer(PyObject), _EMPTY))
 
 
 @cython.cfunc
