@@ -128,3 +128,34 @@ def test_a_buffer_listed_twice_is_never_handed_out_twice() -> None:
     stats = pool.stats().classes[0]
     assert (stats.created, stats.global_free + stats.local_free) == (2, 2)
     assert cls.suspects == []
+
+
+@pytest.mark.pure_core
+@pytest.mark.parametrize("frozen", [False, True])
+def test_a_bug_on_the_return_path_is_reported_not_swallowed(
+    frozen: bool, hot_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A finalizer that fails outside interpreter teardown reports the error
+    ("Exception ignored in ...") instead of silently leaking the buffer; a
+    never-initialised buffer reports nothing (it owns nothing)."""
+    import sys
+
+    from iobuf import IoBufMut
+    from iobuf._size_class import SizeClass
+
+    pool = BufferPool(BufferPoolConfig.for_network().with_max_per_class(4).with_thread_cache_disabled())
+    buf = pool.try_alloc(4096)
+    held = buf.freeze() if frozen else buf
+    del buf
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("return path bug")
+
+    monkeypatch.setattr(SizeClass, "give_back", broken)
+    monkeypatch.setattr(SizeClass, "give_back_full", broken)
+    reported: list[object] = []
+    monkeypatch.setattr(sys, "unraisablehook", reported.append)
+    del held
+    IoBufMut.__new__(IoBufMut)  # dropped at once, never initialised
+    assert [type(r.exc_value) for r in reported] == [RuntimeError]  # type: ignore[attr-defined]
+    reported.clear()  # its traceback holds frames

@@ -32,14 +32,14 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
-from ._errors import check_size
+from ._errors import Exhausted, Oversized, check_size
 from ._memory import FREE_THREADED
 from ._size_class import FREE_REFS, LocalCache, RetireFacets, SizeClass, _thread_is_finishing
 from ._views import IoBufMut, settle_if_parked
 
 if TYPE_CHECKING:
     from ._config import BufferPoolConfig
-    from ._errors import Exhausted, Oversized, PoolClosed
+    from ._errors import PoolClosed
 
 __all__ = ["PoolCore"]
 
@@ -50,7 +50,17 @@ _getrefcount = sys.getrefcount
 class PoolCore:
     """The allocation hot path and class-level operations of a ``BufferPool``."""
 
-    __slots__ = ("_classes", "_first", "_min_size", "_max_size", "_min_shift", "_bypass_below", "_local")
+    __slots__ = (
+        "_classes",
+        "_first",
+        "_min_size",
+        "_max_size",
+        "_min_shift",
+        "_bypass_below",
+        "_fallback_min",
+        "_alignment",
+        "_local",
+    )
 
     _classes: tuple[SizeClass, ...]
 
@@ -84,6 +94,8 @@ class PoolCore:
         self._max_size = config.max_size
         self._min_shift = config.min_size.bit_length() - 1
         self._bypass_below = config.pool_min_size
+        self._fallback_min = config.min_size  # _min_size becomes a sentinel on close
+        self._alignment = config.alignment
 
     # -- allocation ------------------------------------------------------------
 
@@ -186,6 +198,29 @@ class PoolCore:
             ctypes.memset(cls.addresses[id(buf._mv)], 0, length)
             buf._len = length
         return buf
+
+    def alloc(self, capacity: int) -> IoBufMut:
+        """Like :meth:`try_alloc`, but an oversized request or an exhausted class
+        gets an untracked aligned buffer of capacity ``max(capacity, min_size)``."""
+        try:
+            return self.try_alloc(capacity)
+        except (Oversized, Exhausted):
+            return IoBufMut.with_alignment(max(capacity, self._fallback_min), self._alignment)
+
+    def alloc_len(self, length: int) -> IoBufMut:
+        """:meth:`alloc` with ``len == length``; the bytes are unspecified (may be stale)."""
+        buf = self.alloc(length)
+        buf.set_len(length)
+        return buf
+
+    def alloc_zeroed(self, length: int) -> IoBufMut:
+        """:meth:`try_alloc_zeroed`, falling back like :meth:`alloc` (untracked, zeroed)."""
+        try:
+            return self.try_alloc_zeroed(length)
+        except (Oversized, Exhausted):
+            buf = IoBufMut.zeroed_with_alignment(max(length, self._fallback_min), self._alignment)
+            buf.truncate(length)
+            return buf
 
     # -- slow paths --------------------------------------------------------------
 

@@ -13,8 +13,10 @@ The contract each core keeps (beyond the public API in SPEC):
   ``_read_view()`` on both buffer types (a memoryview of the readable bytes);
 - ``_iobuf(mv, start, end, None)``, ``_empty_iobuf()``, ``split_filled``,
   ``join_adjacent``, ``_as_bytes``, ``_preview``, ``flush_thread_cache``;
-- ``PoolCore``, the base class of ``BufferPool``: ``_core_init``,
-  ``try_alloc``, ``try_alloc_zeroed``, ``_classes`` (objects with ``size``,
+- ``PoolCore``, the base class of ``BufferPool``: ``_core_init``, the
+  allocation methods (``try_alloc``, ``alloc``, ``alloc_len``,
+  ``try_alloc_zeroed``, ``alloc_zeroed``; a subclass overriding ``try_alloc``,
+  as the tracking pool does, is called by the others), ``_classes`` (objects with ``size``,
   ``max_buffers``, ``created``, ``exhausted``, ``global_free``; the metrics
   collector holds them, so they never keep the pool alive),
   ``_core_local_free``, ``_core_trim``, ``_core_close``, ``_core_track``,

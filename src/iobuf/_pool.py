@@ -33,6 +33,7 @@ import threading
 import time
 import traceback
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType, TracebackType
 from typing import Any
@@ -114,7 +115,6 @@ class BufferPool(PoolCore):
 
     __slots__ = (
         "_config",
-        "_alignment",
         "_cache_capacity",
         "_closed",
         "_oversized_count",
@@ -153,7 +153,6 @@ class BufferPool(PoolCore):
             collector = PoolCollector(namespace, self._classes, oversized)
             registry.register(collector)  # a name clash raises ValueError here
         self._config = config
-        self._alignment = config.alignment
         self._cache_capacity = cache_capacity
         self._oversized_count = oversized
         self._registry = registry
@@ -164,30 +163,7 @@ class BufferPool(PoolCore):
             self.__class__ = _TrackingPool
         _live_pools.add(weakref.ref(self, _live_pools.discard))
 
-    # -- allocation (try_alloc and try_alloc_zeroed are the core's) -----------
-
-    def alloc(self, capacity: int) -> IoBufMut:
-        """Like :meth:`try_alloc`, but an oversized request or an exhausted class
-        gets an untracked aligned buffer of capacity ``max(capacity, min_size)``."""
-        try:
-            return self.try_alloc(capacity)
-        except (Oversized, Exhausted):
-            return IoBufMut.with_alignment(max(capacity, self._config.min_size), self._alignment)
-
-    def alloc_len(self, length: int) -> IoBufMut:
-        """:meth:`alloc` with ``len == length``; the bytes are unspecified (may be stale)."""
-        buf = self.alloc(length)
-        buf.set_len(length)
-        return buf
-
-    def alloc_zeroed(self, length: int) -> IoBufMut:
-        """:meth:`try_alloc_zeroed`, falling back like :meth:`alloc` (untracked, zeroed)."""
-        try:
-            return self.try_alloc_zeroed(length)
-        except (Oversized, Exhausted):
-            buf = IoBufMut.zeroed_with_alignment(max(length, self._config.min_size), self._alignment)
-            buf.truncate(length)
-            return buf
+    # -- allocation (try_alloc, alloc, alloc_len and the zeroed ones are the core's) --
 
     def size_class(self, capacity: int) -> int | None:
         """The buffer size that serves a request of ``capacity`` bytes, or None if oversized."""
@@ -211,7 +187,7 @@ class BufferPool(PoolCore):
         self._check_open()
         if capacity < 0:
             raise ValueError(f"capacity must be >= 0, got {capacity}")
-        buf = IoBufMut.zeroed_with_alignment(max(capacity, 1), self._alignment)
+        buf = IoBufMut.zeroed_with_alignment(max(capacity, 1), self._config.alignment)
         buf.truncate(length)
         return buf
 
@@ -335,11 +311,13 @@ class BufferPool(PoolCore):
     ) -> None:
         self.close()
 
-    def __del__(self) -> None:
+    def __del__(self, _finalizing: Callable[[], bool] = sys.is_finalizing) -> None:
         try:
-            self.close()
+            if not getattr(self, "_closed", True):  # neither closed nor half-built (__init__ raised)
+                self.close()
         except Exception:
-            pass
+            if not _finalizing():  # at teardown module state may be gone; elsewhere it is a bug
+                raise
 
 
 class _TrackingPool(BufferPool):

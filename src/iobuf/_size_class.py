@@ -150,6 +150,7 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from ._memory import address_of, aligned_block
@@ -225,11 +226,12 @@ class LocalCache(list[memoryview]):
             batch.reverse()
             self.shared.put_batch(batch, self.home)
 
-    def __del__(self) -> None:
+    def __del__(self, _finalizing: Callable[[], bool] = sys.is_finalizing) -> None:
         try:
             self.flush()
         except Exception:
-            pass
+            if not _finalizing():  # at teardown the module state is gone: nothing to flush to
+                raise
 
 
 class Shared:

@@ -101,6 +101,8 @@ from ._errors import check_nonneg
 from ._memory import FREE_THREADED, address_of, aligned_block, shareable_view
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from typing_extensions import Buffer
 
     from ._pool import BufferPool
@@ -259,16 +261,19 @@ def settle_if_parked() -> None:
 
 def _finish_all(objs: list[Any]) -> None:
     finished = 0
+    failed: list[Exception] = []
     try:
         for obj in objs:
             try:
                 obj._finish()
-            except Exception:  # teardown: nothing to return to
-                pass
+            except Exception as exc:  # a bug: finish the others, then report it
+                failed.append(exc)
             finished += 1
     finally:
         if finished < len(objs):  # interrupted: the rest stay parked (_finish is idempotent)
             _parked.extend(objs[finished:])
+    if failed:
+        raise failed[0]
 
 
 def _on_collection(phase: str, info: dict[str, int]) -> None:
@@ -303,14 +308,15 @@ def _export_finish(self: Any) -> None:
         self._done = True
 
 
-def _export_del(self: Any) -> None:
+def _export_del(self: Any, _finalizing: Callable[[], bool] = sys.is_finalizing) -> None:
     try:
         if _collecting:
             _park(self)
         else:
             _export_finish(self)
     except Exception:
-        pass
+        if not _finalizing():  # see IoBufMut._del_local
+            raise
 
 
 def make_export_type(size: int) -> Any:
@@ -415,7 +421,7 @@ class _Lease:
             self.cls = None  # idempotent
             _release(cls, self.mv, self.exp)
 
-    def __del__(self) -> None:
+    def __del__(self, _finalizing: Callable[[], bool] = sys.is_finalizing) -> None:
         # _finish inlined: this runs whenever the last IoBuf of a buffer goes.
         try:
             cls = self.cls
@@ -427,7 +433,8 @@ class _Lease:
             self.cls = None  # idempotent
             _release(cls, self.mv, self.exp)
         except Exception:
-            pass
+            if not _finalizing():  # see IoBufMut._del_local
+                raise
 
 
 _VIEWS_ALIVE: Final = (
@@ -906,9 +913,12 @@ class IoBufMut:
     # buffer is directly owned, exported no view and the cache has room.
     # Free-threaded builds: ``_cls`` is the allocating thread's facet of the
     # class (see _size_class, "Facets"). Both versions are correct on both builds.
-    def _del_facets(self) -> None:
+    def _del_facets(self, _finalizing: Callable[[], bool] = sys.is_finalizing) -> None:
         try:
-            cls = self._cls
+            try:
+                cls = self._cls
+            except AttributeError:  # never initialised (its __init__ raised): owns nothing
+                return
             if cls is None:
                 return
             if _collecting:  # see "Finalizers inside a garbage collection"
@@ -933,14 +943,18 @@ class IoBufMut:
                     cls.give_back(self._mv)
             else:
                 _release(cls, self._mv, aux)
-        except Exception:  # interpreter teardown or partial init: nothing to return to
-            pass
+        except Exception:
+            if not _finalizing():  # see _del_local
+                raise
 
-    def _del_local(self) -> None:
+    def _del_local(self, _finalizing: Callable[[], bool] = sys.is_finalizing) -> None:
         # With a GIL the class's threading.local is cheaper than the facet's
         # owner check (a get_ident() call).
         try:
-            cls = self._cls
+            try:
+                cls = self._cls
+            except AttributeError:  # never initialised (its __init__ raised): owns nothing
+                return
             if cls is None:
                 return
             if _collecting:  # see "Finalizers inside a garbage collection"
@@ -960,8 +974,13 @@ class IoBufMut:
                     cls.give_back_full(cache, self._mv)
             else:
                 _release(cls, self._mv, aux)
-        except Exception:  # interpreter teardown or partial init: nothing to return to
-            pass
+        except Exception:
+            # At interpreter teardown module state is already gone and there
+            # is nothing to return to; anywhere else an exception here is a
+            # bug, reported (as "Exception ignored in") instead of leaking silently.
+            # (``_finalizing`` is a default argument: globals may be None then.)
+            if not _finalizing():
+                raise
 
     __del__ = _del_facets if FREE_THREADED else _del_local
 
