@@ -319,6 +319,8 @@ cdef class PoolCore:
     cdef PoolState st
     cdef Py_ssize_t bypass_below
     cdef readonly tuple _classes
+    cdef object seen_type
+    cdef bint overrides
 
 
 cdef class Block:

@@ -637,7 +637,7 @@ class PoolCore:
             return self._bypass(length, length)
         if n < self.bypass_below:
             return self._bypass(length, length)
-        if st.track:  # through the (tracking) subclass's try_alloc, which records the origin
+        if st.track or _overrides_try_alloc(self):  # through the subclass's try_alloc (tracking)
             m = self.try_alloc(length)
             if n:
                 memset(m.base, 0, n)
@@ -723,6 +723,9 @@ class PoolCore:
         return out
 
 
+_CORE_TRY_ALLOC = PoolCore.try_alloc
+
+
 @cython.cfunc
 def _close_state(st: PoolState) -> cython.void:
     cls: SizeClass
@@ -748,8 +751,21 @@ def _fallback(core: PoolCore, exc, capacity) -> IoBufMut:
 
 
 @cython.cfunc
+@cython.inline
+def _overrides_try_alloc(core: PoolCore) -> cython.bint:
+    """Whether ``type(core)`` overrides ``try_alloc`` (then alloc, alloc_len and
+    the zeroed ones go through it); cached per type, one pointer compare."""
+    t = type(core)
+    if t is not core.seen_type:
+        core.overrides = getattr(t, "try_alloc", None) is not _CORE_TRY_ALLOC
+        core.seen_type = t
+    return core.overrides
+
+
+@cython.cfunc
 def _request_tracked(core: PoolCore, capacity, fallback: cython.bint) -> IoBufMut:
-    """``alloc`` on a tracking pool: through the subclass's ``try_alloc`` (it records the origin)."""
+    """``alloc`` on a pool whose class overrides ``try_alloc`` (the tracking pool
+    records the origin there): through that method."""
     try:
         return core.try_alloc(capacity)
     except (Oversized, Exhausted):
@@ -765,7 +781,7 @@ def _request(core: PoolCore, capacity, fallback: cython.bint, dispatch: cython.b
     overflow: cython.int = 0
     idx: cython.int
     m: IoBufMut
-    if dispatch and core.st.track:
+    if dispatch and (core.st.track or _overrides_try_alloc(core)):
         return _request_tracked(core, capacity, fallback)
     if type(capacity) is not int:
         capacity = check_size("capacity", capacity)
