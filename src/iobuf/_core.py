@@ -1049,7 +1049,22 @@ def _equal(p: cython.p_char, n: cython.Py_ssize_t, other):
 
 @cython.cfunc
 def _get_src(data, view: cython.pointer(Py_buffer)) -> cython.int:
-    """A simple buffer of bytes-like ``data`` in ``view`` (``_as_bytes`` rules and messages)."""
+    """A simple buffer of bytes-like ``data`` in ``view`` (``_as_bytes`` rules and messages).
+    Our own buffers are read as ``_read_view`` reads them: not counted as handed-out views."""
+    if type(data) is IoBuf:
+        cython.cast(IoBuf, data).quiet = True
+        try:
+            iob_getbuffer(data, view, PyBUF_SIMPLE)
+        finally:
+            cython.cast(IoBuf, data).quiet = False
+        return 0
+    if type(data) is IoBufMut:
+        cython.cast(IoBufMut, data).quiet = True
+        try:
+            iob_getbuffer(data, view, PyBUF_SIMPLE)
+        finally:
+            cython.cast(IoBufMut, data).quiet = False
+        return 0
     try:
         iob_getbuffer(data, view, PyBUF_SIMPLE)
         return 0
