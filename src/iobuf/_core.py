@@ -316,6 +316,7 @@ class Facet:
         p: cython.p_void
         want: cython.Py_ssize_t
         got: cython.Py_ssize_t
+        r: cython.Py_ssize_t
         base: cython.pp_void
         if self.cap < MIN_BATCH_CAPACITY:
             p = cls.take()
@@ -323,13 +324,23 @@ class Facet:
                 return p
             return cls.create()
         want = self.cap // 2
-        if self.room[idx] < want:
-            base = cython.cast(cython.pp_void, iob_cl_realloc(self.items[idx], self.counts[idx] * cython.sizeof(cython.p_void), want * cython.sizeof(cython.p_void)))
+        # Room for what the shared list holds now (a huge capacity must not
+        # allocate its whole batch up front); another thread may add more
+        # meanwhile, which then stays there.
+        r = iob_read(cython.address(cls.n_free))
+        if r > want:
+            r = want
+        if r < 16:
+            r = want if want < 16 else 16
+        if self.room[idx] < r:
+            base = cython.cast(cython.pp_void, iob_cl_realloc(self.items[idx], self.counts[idx] * cython.sizeof(cython.p_void), r * cython.sizeof(cython.p_void)))
             if base == cython.NULL:
                 p = cls.take()
                 return p if p != cython.NULL else cls.create()
             self.items[idx] = base
-            self.room[idx] = want
+            self.room[idx] = r
+        if want > self.room[idx]:
+            want = self.room[idx]
         base = self.items[idx]
         got = cls.take_batch(base, want)
         if got:
