@@ -4,6 +4,7 @@ cimport cython
 from cpython.object cimport PyObject
 from cpython.buffer cimport Py_buffer, PyBUF_WRITABLE, PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES, PyBUF_SIMPLE, PyObject_GetBuffer, PyBuffer_Release
 from cpython.slice cimport PySlice_Unpack, PySlice_AdjustIndices
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.string cimport memcpy, memset, memmove, memcmp
 
 cdef extern from "stdlib.h" nogil:
@@ -15,13 +16,6 @@ cdef extern from "stdlib.h" nogil:
 cdef extern from "Python.h":
     PyObject *PyThreadState_GetDict()
     object PyMemoryView_FromObject(object o)
-    object PyBytes_FromStringAndSize(char *s, Py_ssize_t n)
-    char *PyBytes_AS_STRING(object o)
-    Py_ssize_t PyBytes_GET_SIZE(object o)
-    int PyObject_GetBuffer(object o, Py_buffer *view, int flags)
-    void PyBuffer_Release(Py_buffer *view)
-    int PySlice_Unpack(object s, Py_ssize_t *start, Py_ssize_t *stop, Py_ssize_t *step)
-    Py_ssize_t PySlice_AdjustIndices(Py_ssize_t length, Py_ssize_t *start, Py_ssize_t *stop, Py_ssize_t step)
     bint PySlice_Check(object o)
     long PyLong_AsLongAndOverflow(object o, int *overflow) except? -1
     void Py_INCREF(object o)
