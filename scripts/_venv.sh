@@ -15,7 +15,7 @@ fi
 stamp="$VENV/.iobuf-installed"
 want_deps=$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)
 # A missing file hashes as nothing, so adding or removing the core counts as a change.
-want_core=$(cd "$ROOT" && cat setup.py src/iobuf/_core.py src/iobuf/_core.pxd 2>/dev/null | sha256sum | cut -d' ' -f1)
+want_core=$(cd "$ROOT" && { cat setup.py src/iobuf/_core.py src/iobuf/_core.pxd 2>/dev/null || true; } | sha256sum | cut -d' ' -f1)
 have_deps=$(sed -n 1p "$stamp" 2>/dev/null || true)
 have_core=$(sed -n 2p "$stamp" 2>/dev/null || true)
 pip_install() { env -u IOBUF_NO_EXTENSIONS "$VENV/bin/python" -m pip install -q --disable-pip-version-check "$@" >&2; }
