@@ -11,6 +11,9 @@
 # venv first on PATH and /proc mounted (in a private mount namespace, so nothing
 # stays mounted). The exit status is CMD's.
 #
+# When src/iobuf/_core.py exists, installing iobuf compiles it (gcc and the
+# interpreter's headers are part of the setup).
+#
 # Needs root and a Debian host whose apt sources reach a Debian mirror. The
 # first setup takes a few minutes (3.13t is compiled from Debian's source of
 # python3.13 with --disable-gil); later runs reuse everything.
@@ -94,8 +97,19 @@ free_threaded() {
   in_chroot "$FT_PREFIX/bin/python3.13t" -c 'import sys; assert not sys._is_gil_enabled(); print(sys.version)' >&2
 }
 
+build_tools() {
+  # gcc and CPython 3.13's headers, to compile iobuf's optional core (3.13t has its
+  # headers in its own prefix).
+  if [ -f "$CHROOT/.iobuf-build-tools-done" ]; then return; fi
+  log "installing gcc and python3.13-dev (to build iobuf's compiled core)"
+  in_chroot apt-get update -qq
+  in_chroot apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends gcc libc6-dev python3.13-dev >/dev/null
+  touch "$CHROOT/.iobuf-build-tools-done"
+}
+
 setup() {
   base_system
+  build_tools
   case ${1:-all} in
     3.13) ;;
     3.13t|all) free_threaded ;;
@@ -121,12 +135,14 @@ run() {
     echo "$want" > "$stamp"
   fi
   # The tree changes between runs; reinstall the package itself only (fast, no deps).
-  in_chroot "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps --force-reinstall "$WORKDIR" >&2
+  # IOBUF_NO_EXTENSIONS reaches the build (no compiled core) and CMD (pure-Python core).
+  in_chroot ${IOBUF_NO_EXTENSIONS:+IOBUF_NO_EXTENSIONS=$IOBUF_NO_EXTENSIONS} \
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps --force-reinstall "$WORKDIR" >&2
   # In a private mount namespace with /proc mounted, as on a real machine (the
   # tests read /proc); the mount goes away with the command.
   unshare --mount --propagation private sh -ec 'mount -t proc proc "$0/proc"; exec chroot "$0" "$@"' "$CHROOT" \
     env -i HOME=/root LANG=C.UTF-8 PATH="$venv/bin:/usr/local/bin:/usr/bin:/bin" \
-    ${CI:+CI=$CI} PYTHONDONTWRITEBYTECODE=1 WORKDIR="$WORKDIR" sh -c 'cd "$WORKDIR" && exec "$@"' sh "$@"
+    ${CI:+CI=$CI} ${IOBUF_NO_EXTENSIONS:+IOBUF_NO_EXTENSIONS=$IOBUF_NO_EXTENSIONS} PYTHONDONTWRITEBYTECODE=1 WORKDIR="$WORKDIR" sh -c 'cd "$WORKDIR" && exec "$@"' sh "$@"
 }
 
 case ${1:-} in
