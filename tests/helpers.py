@@ -40,3 +40,11 @@ def available(pool: BufferPool, size: int) -> int:
     """Free buffers of ``size``'s class this thread can see (shared + own cache)."""
     s = class_stats(pool, size)
     return s.global_free + s.local_free
+
+
+def mapped(address: int) -> bool:
+    """Whether a memory mapping of this process starts at ``address`` (pooled
+    buffers of a page or more are anonymous mappings of their own, in both cores)."""
+    prefix = f"{address:x}-"
+    with open("/proc/self/maps") as maps:
+        return any(line.startswith(prefix) for line in maps)

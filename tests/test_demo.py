@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+import iobuf
+
 SRC = Path(__file__).resolve().parent.parent / "src"
 
 
@@ -37,7 +39,7 @@ def test_demo_runs_cleanly_and_shows_round_trips_and_metrics() -> None:
     assert "file round trip ok" in out
     assert "O_DIRECT" in out or "buffered (" in out
     assert "Allocate + drop" in out and "bytearray" in out
-    assert "iobuf core: python" in out
+    assert f"iobuf core: {iobuf.IMPLEMENTATION}" in out
 
 
 def test_demo_main_in_process(capsys: pytest.CaptureFixture[str]) -> None:

@@ -56,6 +56,7 @@ def test_windows_agree_on_every_kind_of_memory() -> None:
     assert _window is (_fresh_window if FREE_THREADED else _slice_window)
 
 
+@pytest.mark.pure_core
 def test_memory_other_threads_may_view_is_ctypes_backed_exactly_on_free_threaded_builds() -> None:
     """GIL builds keep the plain bytearray/mmap blocks (the allocation hot path is unchanged)."""
     pool = BufferPool(BufferPoolConfig(min_size=64, max_size=PAGE, max_per_class=4, alignment=64))

@@ -93,6 +93,7 @@ def test_gc_debug_saveall_cannot_make_the_pool_reissue_saved_memory() -> None:
         gc.garbage.clear()
 
 
+@pytest.mark.pure_core
 def test_calling_del_twice_does_not_return_a_buffer_twice() -> None:
     """Explicit __del__ calls are idempotent; two live buffers never share memory."""
     pool = network_pool(8)
@@ -112,6 +113,7 @@ def test_reinitialising_a_buffer_is_refused() -> None:
     assert buf.is_pooled
 
 
+@pytest.mark.pure_core
 def test_a_buffer_listed_twice_is_never_handed_out_twice() -> None:
     """If a bug ever returned one buffer while it was still owned, the allocation gate refuses it."""
     pool = BufferPool(BufferPoolConfig(min_size=64, max_size=64, max_per_class=2, thread_cache_capacity=2))

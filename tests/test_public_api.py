@@ -42,6 +42,15 @@ def test_all_lists_only_public_names() -> None:
 
 
 def test_implementation_names_the_core_in_use() -> None:
-    """``IMPLEMENTATION`` is one of the two documented values; the pure-Python
-    core is the only one this tree builds so far."""
-    assert iobuf.IMPLEMENTATION == "python"
+    """``IMPLEMENTATION`` names the core serving the buffers: the compiled one
+    unless ``IOBUF_NO_EXTENSIONS`` is set (or it was not built)."""
+    import importlib.machinery
+    import importlib.util
+    import os
+
+    spec = importlib.util.find_spec("iobuf._core")
+    built = spec is not None and str(spec.origin).endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+    compiled = built and not os.environ.get("IOBUF_NO_EXTENSIONS")
+    assert ("compiled" if compiled else "python") == iobuf.IMPLEMENTATION
+    module = "iobuf._core" if compiled else "iobuf._views"
+    assert iobuf.IoBufMut.__module__ == iobuf.IoBuf.__module__ == module

@@ -203,6 +203,7 @@ def _profiled(install: Callable[[], None], call: Callable[[], object]) -> object
         sys.setprofile(None)
 
 
+@pytest.mark.pure_core
 def test_a_clone_made_during_an_iobufs_release_keeps_the_memory() -> None:
     """A holder that appears between release's count and its act (a finalizer
     cloning the frame) is seen by the recount: the memory stays with it, unchanged."""
@@ -222,6 +223,7 @@ def test_a_clone_made_during_an_iobufs_release_keeps_the_memory() -> None:
     assert allocated(pool, PAGE) == 0
 
 
+@pytest.mark.pure_core
 def test_a_view_made_during_a_shared_buffers_release_keeps_the_memory() -> None:
     """A view exported between release's count and its act keeps the memory:
     the recount sees it and the buffer returns only when the view goes."""

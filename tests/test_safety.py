@@ -410,9 +410,11 @@ def test_resurrected_iobuf_converted_to_mut_writes_only_its_own_memory() -> None
             break
         other.put_slice(b"\x42" * PAGE)
         others.append(other)
-    # into_mut copied (the parked lease counts as a holder) and let go of the
-    # lease; the allocation slow path settled it, so both buffers are issued.
-    assert len(others) == 2
+    # The pure core's into_mut copies (the parked lease counts as a holder) and
+    # lets go of the lease, which the allocation slow path settles: both buffers
+    # are issued. The compiled core converts in place (a deallocator cannot
+    # resurrect, so nothing else reaches the memory): one is left to issue.
+    assert len(others) == (1 if mut.is_pooled else 2)
     mut.as_memoryview()[:] = b"\x43" * len(mut)
     assert all(bytes(o) == b"\x42" * PAGE for o in others)
     del mut, others, other
@@ -500,6 +502,7 @@ def test_a_collection_inside_try_into_mut_never_hands_over_memory_a_finalizer_cl
         assert allocated(pool, PAGE) == 0
 
 
+@pytest.mark.pure_core
 def test_an_exception_inside_the_settling_of_parked_buffers_loses_none() -> None:
     """An exception from a signal handler (here: a profiler raising KeyboardInterrupt
     when the second parked buffer is being finished) leaves the rest parked; a
@@ -607,6 +610,7 @@ def test_a_collection_inside_freeze_that_freezes_the_same_buffer_makes_one_owner
             assert (allocated(pool, PAGE), available(pool, PAGE)) == (0, pool.stats().classes[0].created)
 
 
+@pytest.mark.pure_core
 def test_a_clone_made_between_try_into_muts_count_and_its_transfer_makes_it_refuse() -> None:
     """``try_into_mut`` counts, moves ownership with plain stores, and counts again:
     a clone made right after the first count (where a finalizer or signal handler
@@ -638,6 +642,7 @@ def test_a_clone_made_between_try_into_muts_count_and_its_transfer_makes_it_refu
     assert again is not None and again == b"frame" and again.is_pooled
 
 
+@pytest.mark.pure_core
 def test_an_object_parked_after_the_collection_ended_is_settled_by_the_pool() -> None:
     """A thread can read "a collection is running", lose the CPU while the
     collection ends and settles, and park its dying buffer afterwards; nothing

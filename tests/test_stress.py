@@ -36,6 +36,7 @@ def test_threads_hammering_one_pool_never_corrupt_or_lose_buffers(cache: int | N
     print(report.summary())
 
 
+@pytest.mark.pure_core
 def test_the_stress_check_catches_a_pool_that_shares_live_memory(monkeypatch: pytest.MonkeyPatch) -> None:
     """A planted bug (try_into_mut ignoring other holders) must show up as corruption."""
     monkeypatch.setattr(iobuf._views, "_lease_refs", lambda own: 0)

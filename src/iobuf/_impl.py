@@ -27,6 +27,8 @@ The contract each core keeps (beyond the public API in SPEC):
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
+import importlib.util
 import os
 import warnings
 from typing import TYPE_CHECKING, Final
@@ -46,19 +48,18 @@ __all__ = [
 ]
 
 
-def _compiled_wanted() -> bool:
-    return not os.environ.get("IOBUF_NO_EXTENSIONS")
+def _compiled_core_built() -> bool:
+    """Whether the extension was built (an editable install also has the
+    Cython source ``_core.py`` importable, which must never be run as Python)."""
+    spec = importlib.util.find_spec(f"{__package__}._core")
+    return spec is not None and str(spec.origin).endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
 
 
-if TYPE_CHECKING or not _compiled_wanted():
+if TYPE_CHECKING or os.environ.get("IOBUF_NO_EXTENSIONS") or not _compiled_core_built():
     _compiled = False
 else:
     try:
-        importlib.import_module(f"{__package__}._core")  # probing whether the extension was built
-    except ModuleNotFoundError as exc:
-        if exc.name != f"{__package__}._core":
-            raise
-        _compiled = False  # not built (no compiler at install time): pure Python, silently
+        importlib.import_module(f"{__package__}._core")
     except ImportError as exc:  # built but unloadable (e.g. for another interpreter)
         warnings.warn(f"iobuf: the compiled core does not load ({exc}); using pure Python", stacklevel=2)
         _compiled = False
