@@ -11,7 +11,9 @@ import pytest
 
 import iobuf
 
-SRC = Path(__file__).resolve().parent.parent / "src"
+# Where the iobuf under test lives (the source tree, or site-packages when
+# installed), so the demo's interpreter imports that same package and core.
+SRC = Path(iobuf.__file__).resolve().parent.parent
 
 
 def test_demo_runs_cleanly_and_shows_round_trips_and_metrics() -> None:

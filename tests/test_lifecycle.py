@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
-SRC = str(Path(__file__).resolve().parent.parent / "src")
+import iobuf
+
+# The iobuf under test (source tree or site-packages), so the child imports the same core.
+SRC = str(Path(iobuf.__file__).resolve().parent.parent)
 
 SCENARIOS = {
     "globals": """
