@@ -34,7 +34,10 @@ ASAN = bool(os.environ.get("IOBUF_ASAN"))
 
 # The directives the prototype was measured with (prototypes/compiled-core/setup.py,
 # docs in notes/compiled-core.md): no GIL re-enabled on import on 3.13t, C semantics
-# for indexing and division, and positional-only fast calls for `def` methods.
+# for indexing and division. Keywords are allowed on every method, as in the
+# pure-Python core (``try_alloc(capacity=...)``); the prototype's positional-only
+# calls were a few ns cheaper, and the targets hold without them (docs/performance.md).
+# _core.py repeats the two directives its behaviour depends on in its header.
 DIRECTIVES = {
     "language_level": 3,
     "freethreading_compatible": True,
@@ -43,7 +46,7 @@ DIRECTIVES = {
     "initializedcheck": False,
     "cdivision": True,
     "infer_types": True,
-    "always_allow_keywords": False,
+    "always_allow_keywords": True,
 }
 OPTIMIZE = ["-O2"]
 # -O1 keeps ASan's reports readable; gcc takes the last -O given.
