@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from iobuf import BufferPool, BufferPoolConfig, flush_thread_cache
+from iobuf import BufferPool, BufferPoolConfig, IoBuf, flush_thread_cache
 
 
 def network_pool(per_class: int = 8) -> BufferPool:
@@ -161,3 +161,38 @@ def test_a_bug_on_the_return_path_is_reported_not_swallowed(
     IoBufMut.__new__(IoBufMut)  # dropped at once, never initialised
     assert [type(r.exc_value) for r in reported] == [RuntimeError]  # type: ignore[attr-defined]
     reported.clear()  # its traceback holds frames
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [(0, 1 << 20), (-64, 5), (-(1 << 40), 5), (3, 2), (0, -1), (6, 1 << 20)],
+)
+def test_an_out_of_range_window_never_reaches_outside_the_buffer(start: int, end: int) -> None:
+    """IoBuf._start/_end are writable (IoBufs advances _start). A value outside the
+    buffer is refused with ValueError or is harmless: reads, exports and into_mut
+    never see or write bytes outside the memory (the compiled core once trusted
+    them: bytes(b) read megabytes past the end, into_mut wrote there)."""
+    pool = network_pool(4)
+    m = pool.alloc(1024)
+    m.put_slice(b"hello")
+    for b in (m.freeze(), IoBuf(b"hello"), IoBuf(bytearray(b"hello"))):
+        for name, value in (("_start", start), ("_end", end)):
+            try:
+                setattr(b, name, value)
+            except ValueError:
+                pass
+        for got in (bytes(b), bytes(b.as_memoryview()), bytes(b.chunk())):
+            assert len(got) <= 1024 and got in b"hello" + bytes(1019)
+        for i in range(8):
+            try:
+                assert b[i] in b"hello\x00"
+            except IndexError:
+                pass
+        c = b.clone()
+        out = b.into_mut()
+        assert len(out) <= out.capacity <= 1024
+        try:
+            out.put_slice(b"xyz")  # a fixed pooled buffer refuses or writes inside it
+        except ValueError:
+            pass
+        assert bytes(c) in b"hello" + bytes(1019)

@@ -356,8 +356,8 @@ cdef class IoBufMut:
 cdef class IoBuf:
     cdef Block blk
     cdef char *base
-    cdef public Py_ssize_t _start
-    cdef public Py_ssize_t _end
+    cdef Py_ssize_t _lo
+    cdef Py_ssize_t _hi
     cdef bint quiet
     cdef void _set_detached(self) noexcept
 
