@@ -196,3 +196,19 @@ def test_an_out_of_range_window_never_reaches_outside_the_buffer(start: int, end
         except ValueError:
             pass
         assert bytes(c) in b"hello" + bytes(1019)
+
+
+def test_trim_core_refuses_a_negative_keep() -> None:
+    """BufferPool._core_trim (the core's trim, behind BufferPool.trim) refuses a
+    negative ``keep`` with ValueError on both cores. The compiled core once
+    stored it as the free list's length: the next allocation read a pointer
+    before the list and crashed."""
+    pool = network_pool(8)
+    bufs = [pool.alloc(1024) for _ in range(4)]
+    addresses = {b.address for b in bufs}
+    del bufs
+    with pytest.raises(ValueError, match="keep"):
+        pool._core_trim(-3)
+    again = [pool.try_alloc(1024) for _ in range(4)]
+    assert {b.address for b in again} == addresses
+    assert pool.trim(0) == 0  # all four are in use

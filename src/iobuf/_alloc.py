@@ -32,7 +32,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
-from ._errors import Exhausted, Oversized, check_size
+from ._errors import Exhausted, Oversized, check_nonneg, check_size
 from ._memory import FREE_THREADED
 from ._size_class import FREE_REFS, LocalCache, RetireFacets, SizeClass, _thread_is_finishing
 from ._views import IoBufMut, settle_if_parked
@@ -246,6 +246,7 @@ class PoolCore:
 
     def _core_trim(self, keep: int) -> int:
         """See ``BufferPool.trim``; returns the bytes freed."""
+        keep = check_nonneg("keep", keep)
         return sum(cls.trim(keep) * cls.size for cls in self._classes)
 
     def _core_close(self) -> None:

@@ -687,7 +687,7 @@ class PoolCore:
 
     def _core_trim(self, keep) -> int:
         st: PoolState = self.st
-        k: cython.Py_ssize_t = keep
+        k: cython.Py_ssize_t = check_nonneg("keep", keep)  # a negative count would corrupt the free list
         fp: cython.pointer(PyObject)
         f: Facet = None
         i: cython.int
