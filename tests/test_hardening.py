@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from iobuf import BufferPool, BufferPoolConfig, IoBuf, flush_thread_cache
+from iobuf import BufferPool, BufferPoolConfig, IoBuf, IoBufMut, flush_thread_cache
 
 
 def network_pool(per_class: int = 8) -> BufferPool:
@@ -212,3 +212,29 @@ def test_trim_core_refuses_a_negative_keep() -> None:
     again = [pool.try_alloc(1024) for _ in range(4)]
     assert {b.address for b in again} == addresses
     assert pool.trim(0) == 0  # all four are in use
+
+
+@pytest.mark.parametrize("hand_back", ["heap", "smaller_class", "advanced"])
+def test_zeroing_never_writes_past_what_an_overriding_try_alloc_returns(hand_back: str) -> None:
+    """try_alloc_zeroed goes through a subclass's try_alloc (as the tracking pool's);
+    if that returns less room than asked, ValueError (set_len's message), never a
+    memset past the buffer (both cores once zeroed ``length`` bytes from its base:
+    heap corruption, a crash). A cursor already advanced is honoured."""
+
+    class Pool(BufferPool):
+        def try_alloc(self, capacity):  # type: ignore[no-untyped-def]
+            if hand_back == "heap":
+                return IoBufMut.with_capacity(16)
+            buf = super().try_alloc(1)
+            if hand_back == "advanced":
+                buf.put_slice(b"ab")
+                buf.advance(2)
+            return buf
+
+    pool = Pool(BufferPoolConfig.for_network().with_max_per_class(4))
+    with pytest.raises(ValueError, match="exceeds capacity"):
+        pool.try_alloc_zeroed(1 << 17)
+    small = pool.try_alloc_zeroed(10)
+    assert bytes(small) == bytes(10)
+    small.put_slice(b"x")
+    assert bytes(small) == bytes(10) + b"x"

@@ -192,11 +192,13 @@ class PoolCore:
         if length < self._bypass_below:
             return self._bypass(length, length)
         buf = self.try_alloc(length)
-        if length:
+        if length:  # an override may hand back less room, or other memory: never zero past it
+            buf.set_len(length)
             cls = buf._cls
-            assert cls is not None
-            ctypes.memset(cls.addresses[id(buf._mv)], 0, length)
-            buf._len = length
+            if cls is not None and buf._pos == 0:
+                ctypes.memset(cls.addresses[id(buf._mv)], 0, length)
+            else:
+                buf._mv[buf._pos : buf._len] = bytes(length)
         return buf
 
     def alloc(self, capacity: int) -> IoBufMut:

@@ -650,9 +650,11 @@ class PoolCore:
             return self._bypass(length, length)
         if st.track or _overrides_try_alloc(self):  # through the subclass's try_alloc (tracking)
             m = self.try_alloc(length)
-            if n:
-                memset(m.base, 0, n)
-                m._len = n
+            if n:  # an override may hand back less room than asked: never zero past it
+                if n > m._cap - m._pos:
+                    raise ValueError(f"set_len({n}) exceeds capacity({m._cap - m._pos})")
+                memset(m.base + m._pos, 0, n)
+                m._len = m._pos + n
             return m
         if n <= st.min_size:
             idx = 0
