@@ -662,3 +662,40 @@ def test_an_object_parked_after_the_collection_ended_is_settled_by_the_pool() ->
     _views._park(buf)
     del buf
     assert pool.try_alloc(PAGE).is_pooled  # the slow path settled it: not Exhausted
+
+
+@pytest.mark.parametrize("kind", ["IoBufMut", "IoBuf"])
+def test_comparing_reads_the_buffer_only_after_converting_the_other_side(kind: str) -> None:
+    """``==`` converts the other operand (allocating a memoryview, which may run a
+    collection) and only then reads this buffer's address: a finalizer that grows
+    or releases the buffer meanwhile cannot make the comparison read freed memory
+    (the compiled core read the old address: a crash on a 64 MiB heap buffer)."""
+    n = 64 << 20
+    buf: IoBuf | IoBufMut = IoBufMut.zeroed(n)
+    if kind == "IoBuf":
+        buf = buf.freeze()
+    other = bytearray(n)
+
+    class Mover:
+        def __del__(self) -> None:
+            if isinstance(buf, IoBufMut):
+                buf.put_slice(b"x")  # grows: the old heap memory is freed
+            else:
+                buf.release()  # the last share: the memory is freed
+
+    threshold = gc.get_threshold()
+    gc.collect()
+    gc.disable()
+    try:
+        mover = Mover()
+        mover.cycle = mover  # type: ignore[attr-defined]
+        del mover
+        gc.set_threshold(1)
+        gc.enable()
+        equal = buf == other
+    finally:
+        gc.set_threshold(*threshold)
+        gc.enable()
+    gc.collect()
+    assert len(buf) in (0, n + 1)
+    assert not equal

@@ -1046,13 +1046,24 @@ def _preview(view) -> str:
 
 
 @cython.cfunc
-def _equal(p: cython.p_char, n: cython.Py_ssize_t, other):
-    """``__eq__`` of the bytes ``p[:n]`` against ``other`` (NotImplemented for non-bytes-like)."""
+def _equal(mine, other):
+    """``__eq__`` of the readable bytes of ``mine`` (an IoBuf or IoBufMut) against
+    ``other`` (NotImplemented for non-bytes-like)."""
     view: Py_buffer
+    p: cython.p_char
+    n: cython.Py_ssize_t
     try:
         theirs = _as_bytes(other, "other")
     except TypeError:
         return NotImplemented
+    # Only now read where our bytes are: converting ``other`` allocates, and a
+    # collection's finalizers may have grown, released or frozen ``mine`` meanwhile.
+    if type(mine) is IoBuf:
+        p = cython.cast(IoBuf, mine).base + cython.cast(IoBuf, mine)._lo
+        n = cython.cast(IoBuf, mine)._hi - cython.cast(IoBuf, mine)._lo
+    else:
+        p = cython.cast(IoBufMut, mine).base + cython.cast(IoBufMut, mine)._pos
+        n = cython.cast(IoBufMut, mine)._len - cython.cast(IoBufMut, mine)._pos
     iob_getbuffer(theirs, cython.address(view), PyBUF_SIMPLE)
     try:
         return view.len == n and (n == 0 or memcmp(p, view.buf, n) == 0)
@@ -1449,10 +1460,10 @@ class IoBufMut:
         return PyBytes_FromStringAndSize(self.base + self._pos, self._len - self._pos)
 
     def __eq__(self, other) -> bool:
-        return _equal(self.base + self._pos, self._len - self._pos, other)
+        return _equal(self, other)
 
     def __ne__(self, other) -> bool:
-        r = _equal(self.base + self._pos, self._len - self._pos, other)
+        r = _equal(self, other)
         return r if r is NotImplemented else not r
 
     __hash__ = None
@@ -1764,10 +1775,10 @@ class IoBuf:
         return PyBytes_FromStringAndSize(self.base + self._lo, self._hi - self._lo)
 
     def __eq__(self, other) -> bool:
-        return _equal(self.base + self._lo, self._hi - self._lo, other)
+        return _equal(self, other)
 
     def __ne__(self, other) -> bool:
-        r = _equal(self.base + self._lo, self._hi - self._lo, other)
+        r = _equal(self, other)
         return r if r is NotImplemented else not r
 
     def __hash__(self) -> int:
