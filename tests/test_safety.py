@@ -699,3 +699,75 @@ def test_comparing_reads_the_buffer_only_after_converting_the_other_side(kind: s
     gc.collect()
     assert len(buf) in (0, n + 1)
     assert not equal
+
+
+def test_a_finalizer_growing_the_buffer_during_its_growth_strands_no_view() -> None:
+    """Growing a heap IoBufMut with views alive pins the old memory; if making
+    the pin list runs a collection whose finalizer grows the same buffer and
+    views it, both old memories stay pinned while their views live (the compiled
+    core read its state before the list existed: one pin replaced the other, and
+    the first view read freed memory, a crash on a 64 MiB buffer)."""
+    n = 64 << 20
+    buf = IoBufMut(bytes(n))
+    first = buf.as_memoryview()
+    held: list[memoryview] = []
+
+    class Grower:
+        def __del__(self) -> None:
+            buf.put_slice(b"n" * 50)
+            held.append(buf.as_memoryview())
+
+    threshold = gc.get_threshold()
+    gc.collect()
+    gc.disable()
+    try:
+        grower = Grower()
+        grower.cycle = grower  # type: ignore[attr-defined]
+        del grower
+        gc.set_threshold(1)
+        gc.enable()
+        buf.put_slice(b"z" * 100)
+    finally:
+        gc.set_threshold(*threshold)
+        gc.enable()
+    gc.collect()
+    assert first[n - 1] == 0 and bytes(first[:4]) == bytes(4)
+    assert bytes(buf.as_memoryview()[-100:]) == b"z" * 100
+    for view in held:
+        assert bytes(view[:4]) == bytes(4)
+
+
+def test_indexing_reads_the_view_only_after_converting_the_key() -> None:
+    """``b[lo:Idx()]`` and ``b[I(k)]`` run user code (``__index__``, an int
+    subclass's comparisons) before the view is read: if that code releases the
+    view, the result is empty or an IndexError, never bytes from outside the
+    buffer (the compiled core used the length read before: 128 KiB from an
+    8-byte static block, or a byte of it)."""
+    n = 1 << 17
+    pool = BufferPool(config(PAGE, n, 2))
+    m = pool.alloc(n)
+    m.put_slice(b"s" * n)
+    buf = m.freeze()
+
+    class Idx:
+        def __index__(self) -> int:
+            buf.release()
+            return n
+
+    part = buf[0:Idx()]
+    assert bytes(part) == b"" and not part.is_pooled
+
+    m = pool.alloc(n)
+    m.put_slice(b"s" * n)
+    buf = m.freeze()
+
+    class Key(int):
+        def __lt__(self, other: object) -> bool:
+            buf.release()
+            return int(self) < other  # type: ignore[operator]
+
+    try:
+        got = buf[Key(n - 1)]
+    except IndexError:
+        got = None
+    assert got in (None, ord("s"))

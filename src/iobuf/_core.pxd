@@ -349,6 +349,8 @@ cdef class IoBufMut:
     cdef Py_ssize_t _exports
     cdef list pins
     cdef Block share(self)
+    cdef int ready_pins(self)
+    cdef int pin(self)
     cdef int detach(self, bint growable)
     cdef int reserve(self, Py_ssize_t extra)
 

@@ -1228,18 +1228,38 @@ class IoBufMut:
         return self.blk
 
     @cython.cfunc
+    def ready_pins(self) -> cython.int:
+        """Before a change that may pin the memory: make the pins list first.
+        Making it may run a collection whose finalizers use this very buffer
+        (grow it, export it), so it must not come between reading the state
+        and acting on it; appending to it later runs no Python code."""
+        fresh: list
+        if self.pins is None and iob_load(cython.address(self._exports)):
+            fresh = []
+            if self.pins is None:
+                self.pins = fresh
+        return 0
+
+    @cython.cfunc
+    def pin(self) -> cython.int:
+        """Keep ``blk`` alive until the last export goes (after ``ready_pins``)."""
+        if self.pins is None:
+            self.pins = [self.blk]
+        else:
+            self.pins.append(self.blk)
+        return 0
+
+    @cython.cfunc
     def detach(self, growable: cython.bint) -> cython.int:
         """Let go of the memory (returning owned pooled memory); live exports keep it."""
         fresh: Block = heap_block(0) if growable else None
         raw: cython.p_void
+        self.ready_pins()
         if iob_load(cython.address(self._exports)):
             if self.raw != cython.NULL:
                 block_from_raw(self)
             if self.blk is not None:
-                if self.pins is None:
-                    self.pins = [self.blk]
-                else:
-                    self.pins.append(self.blk)
+                self.pin()
         raw = self.raw
         origin: Facet = self.origin
         self.exported = False
@@ -1274,16 +1294,14 @@ class IoBufMut:
             raise ValueError(
                 f"{extra} more bytes exceed the fixed capacity ({self._cap - self._pos}, {self._len - self._pos} used)"
             )
+        self.ready_pins()
         readable = self._len - self._pos
         new_cap = max(readable + extra, 2 * (self._cap - self._pos), 64)
         nb = heap_block(new_cap)
         memcpy(nb.ptr, self.base + self._pos, readable)
         # Views handed out earlier keep the old memory alive; they stop aliasing.
         if iob_load(cython.address(self._exports)) and self.blk is not None:
-            if self.pins is None:
-                self.pins = [self.blk]
-            else:
-                self.pins.append(self.blk)
+            self.pin()
         self.blk = nb
         self.exported = False
         self.base = nb.ptr
@@ -1633,10 +1651,15 @@ class IoBuf:
         start: cython.Py_ssize_t
         stop: cython.Py_ssize_t
         step: cython.Py_ssize_t
-        n: cython.Py_ssize_t = self._hi - self._lo
-        i: cython.Py_ssize_t
+        n: cython.Py_ssize_t
+        i: cython.long
+        overflow: cython.int = 0
+        # The length is read only after the key is converted: a slice's
+        # __index__ (or an int subclass's operators) may run Python code that
+        # advances or releases this view.
         if PySlice_Check(key):
             iob_slice_unpack(key, cython.address(start), cython.address(stop), cython.address(step))
+            n = self._hi - self._lo
             PySlice_AdjustIndices(n, cython.address(start), cython.address(stop), step)
             if step != 1:
                 raise ValueError(f"IoBuf slices need step 1, got {step}")
@@ -1644,10 +1667,12 @@ class IoBuf:
                 return new_iobuf(_EMPTY, 0, 0)
             return new_iobuf(self.blk, self._lo + start, self._lo + stop)
         if isinstance(key, int) and not isinstance(key, bool):
-            k = key + n if key < 0 else key
-            if not 0 <= k < n:
+            i = PyLong_AsLongAndOverflow(key, cython.address(overflow))  # no Python code for an int
+            n = self._hi - self._lo
+            if i < 0:
+                i += n
+            if overflow or not 0 <= i < n:
                 raise IndexError(f"IoBuf index {key} out of range for length {n}")
-            i = k
             return cython.cast(cython.uchar, self.base[self._lo + i])
         raise TypeError(f"IoBuf indices must be int or slice, not {type(key).__name__}")
 
