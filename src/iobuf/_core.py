@@ -1254,7 +1254,8 @@ class IoBufMut:
         """Let go of the memory (returning owned pooled memory); live exports keep it."""
         fresh: Block = heap_block(0) if growable else None
         raw: cython.p_void
-        self.ready_pins()
+        if iob_load(cython.address(self._exports)):
+            self.ready_pins()
         if iob_load(cython.address(self._exports)):
             if self.raw != cython.NULL:
                 block_from_raw(self)
