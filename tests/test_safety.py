@@ -771,3 +771,34 @@ def test_indexing_reads_the_view_only_after_converting_the_key() -> None:
     except IndexError:
         got = None
     assert got in (None, ord("s"))
+
+
+@pytest.mark.parametrize("move_on", ["release", "try_into_mut", "split_to", "drop"])
+def test_numpy_frombuffer_of_an_iobuf_pins_the_buffer(move_on: str) -> None:
+    """numpy.frombuffer keeps the exporter object and releases its view at once
+    unless the exporter's type releases buffers itself; it then holds only the
+    IoBuf. Releasing, converting or splitting that IoBuf must still leave the
+    memory to the array (the compiled core's IoBuf had no bf_releasebuffer: the
+    pool handed the array's memory out again and the array read its new bytes)."""
+    pool = BufferPool(config(PAGE, PAGE, 1))
+    m = pool.alloc(PAGE)
+    m.put_slice(b"A" * PAGE)
+    buf = m.freeze()
+    try:
+        memoryview(buf).release()
+    except TypeError:
+        pytest.skip("this core's IoBuf is not a buffer on this Python (as_memoryview() instead)")
+    array = np.frombuffer(buf, dtype=np.uint8)  # type: ignore[call-overload]
+    if move_on == "release":
+        with pytest.raises(BufferError):
+            buf.release()
+    elif move_on == "try_into_mut":
+        assert buf.try_into_mut() is None
+    elif move_on == "split_to":
+        head = buf.split_to(PAGE)
+        del head
+    del buf
+    gc.collect()
+    with pytest.raises(Exhausted):
+        pool.try_alloc(PAGE)
+    assert array.tobytes() == b"A" * PAGE

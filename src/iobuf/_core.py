@@ -1797,6 +1797,14 @@ class IoBuf:
         if not self.quiet and self.blk.lease and self.blk.origin is None:
             self.blk.exported = True  # untracked memory: try_into_mut refuses it from now on
 
+    def __releasebuffer__(self, buffer: cython.pointer(Py_buffer)):
+        # Never called: an export's ``obj`` is the Block, whose release counts it.
+        # Defining it tells consumers that hold the exporter instead of the view
+        # (numpy.frombuffer keeps ``obj`` and releases the view at once unless the
+        # type has bf_releasebuffer) to keep a memoryview, i.e. a counted export:
+        # else the array pins nothing once this IoBuf is released or moved on.
+        pass
+
     def __bytes__(self) -> bytes:
         return PyBytes_FromStringAndSize(self.base + self._lo, self._hi - self._lo)
 
