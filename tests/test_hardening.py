@@ -238,3 +238,26 @@ def test_zeroing_never_writes_past_what_an_overriding_try_alloc_returns(hand_bac
     assert bytes(small) == bytes(10)
     small.put_slice(b"x")
     assert bytes(small) == bytes(10) + b"x"
+
+
+@pytest.mark.parametrize("method", ["alloc", "alloc_len", "try_alloc_zeroed", "alloc_zeroed"])
+def test_an_overriding_try_alloc_returning_none_is_never_read_as_a_buffer(method: str) -> None:
+    """A subclass's try_alloc that returns None: alloc passes it on, the methods
+    that then set a length raise AttributeError (the pure core's set_len call),
+    on both cores. The compiled core read and wrote None's memory as if it were
+    an IoBufMut's fields (a capacity of garbage, then a write past None)."""
+
+    class Pool(BufferPool):
+        def try_alloc(self, capacity):  # type: ignore[no-untyped-def]
+            return None
+
+    pool = Pool(BufferPoolConfig.for_network().with_max_per_class(4))
+    if method == "alloc":
+        assert pool.alloc(10) is None
+        return
+    with pytest.raises(AttributeError, match="'NoneType' object has no attribute 'set_len'"):
+        getattr(pool, method)(10)
+    try:
+        pool._core_track(None, [])  # the tracking hook: ignored, or refused, never read
+    except AttributeError:
+        pass

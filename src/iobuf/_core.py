@@ -627,6 +627,8 @@ class PoolCore:
         """:meth:`alloc` with ``len == length``; the bytes are unspecified (may be stale)."""
         m: IoBufMut = _request(self, length, True, True)
         n: cython.Py_ssize_t = _nonneg("n", length)
+        if m is None:  # an overriding try_alloc (or _bypass) returned None: no fields to touch
+            raise AttributeError("'NoneType' object has no attribute 'set_len'")
         if n > m._cap - m._pos:
             raise ValueError(f"set_len({n}) exceeds capacity({m._cap - m._pos})")
         m._len = m._pos + n
@@ -650,7 +652,9 @@ class PoolCore:
             return self._bypass(length, length)
         if st.track or _overrides_try_alloc(self):  # through the subclass's try_alloc (tracking)
             m = self.try_alloc(length)
-            if n:  # an override may hand back less room than asked: never zero past it
+            if n:  # an override may hand back None, or less room than asked: never zero past it
+                if m is None:
+                    raise AttributeError("'NoneType' object has no attribute 'set_len'")
                 if n > m._cap - m._pos:
                     raise ValueError(f"set_len({n}) exceeds capacity({m._cap - m._pos})")
                 memset(m.base + m._pos, 0, n)
@@ -719,7 +723,7 @@ class PoolCore:
     def _core_track(self, buf, frames) -> None:
         m: IoBufMut = buf
         cls: SizeClass
-        if m.raw == cython.NULL or m.origin is None:
+        if m is None or m.raw == cython.NULL or m.origin is None:
             return
         cls = m.origin.st.classes[m.idx]
         if cls.origins is not None:
