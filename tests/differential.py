@@ -19,6 +19,7 @@ from typing import Any
 
 import iobuf
 from iobuf import BufferPool, BufferPoolConfig, IoBuf, IoBufMut
+from iobuf._impl import join_adjacent, split_filled
 
 CONFIG = BufferPoolConfig(min_size=64, max_size=256, max_per_class=3, alignment=64, thread_cache_capacity=2)
 
@@ -79,6 +80,31 @@ def _step(pool: BufferPool, live: list[Any], op: list[Any]) -> Any:
             return "n/a"
         obj[0] = rest[0]
         return _describe(obj)
+    if name == "index":
+        if not isinstance(obj, IoBuf):
+            return "n/a"
+        return [obj[rest[0]], _describe(obj)]
+    if name == "getslice":
+        if not isinstance(obj, IoBuf):
+            return "n/a"
+        live.append(obj[rest[0] : rest[1]])
+        return [_describe(live[-1]), _describe(obj)]
+    if name == "split_filled":
+        if not isinstance(obj, IoBufMut):
+            return "n/a"
+        live.append(split_filled(obj))
+        return [_describe(live[-1]), _describe(obj)]
+    if name in ("join", "eq"):
+        other = live[rest[0] % len(live)]
+        if name == "eq":
+            return obj == other
+        if not isinstance(obj, IoBuf) or not isinstance(other, IoBuf):
+            return "n/a"
+        joined = join_adjacent(obj, other)
+        if joined is None:
+            return None
+        live.append(joined)
+        return _describe(joined)
     if name == "put_slice":
         rest = [bytes.fromhex(rest[0])]
     method = getattr(obj, name, None)

@@ -62,7 +62,11 @@ operations = st.one_of(
         ),
         slots,
     ),
-    st.tuples(st.sampled_from(["stats", "flush"])),
+    st.tuples(st.just("index"), slots, st.integers(-300, 300)),
+    st.tuples(st.just("getslice"), slots, st.integers(-300, 300), st.integers(-300, 300)),
+    st.tuples(st.just("split_filled"), slots),
+    st.tuples(st.sampled_from(["join", "eq"]), slots, slots),
+    st.tuples(st.sampled_from(["stats", "flush", "stats", "flush", "close"])),
     st.tuples(st.just("trim"), st.integers(0, 3)),
 ).map(list)
 

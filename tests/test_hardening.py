@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from iobuf import BufferPool, BufferPoolConfig, flush_thread_cache
+from iobuf import BufferPool, BufferPoolConfig, IoBuf, IoBufMut, flush_thread_cache
 
 
 def network_pool(per_class: int = 8) -> BufferPool:
@@ -161,3 +161,103 @@ def test_a_bug_on_the_return_path_is_reported_not_swallowed(
     IoBufMut.__new__(IoBufMut)  # dropped at once, never initialised
     assert [type(r.exc_value) for r in reported] == [RuntimeError]  # type: ignore[attr-defined]
     reported.clear()  # its traceback holds frames
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [(0, 1 << 20), (-64, 5), (-(1 << 40), 5), (3, 2), (0, -1), (6, 1 << 20)],
+)
+def test_an_out_of_range_window_never_reaches_outside_the_buffer(start: int, end: int) -> None:
+    """IoBuf._start/_end are writable (IoBufs advances _start). A value outside the
+    buffer is refused with ValueError or is harmless: reads, exports and into_mut
+    never see or write bytes outside the memory (the compiled core once trusted
+    them: bytes(b) read megabytes past the end, into_mut wrote there)."""
+    pool = network_pool(4)
+    m = pool.alloc(1024)
+    m.put_slice(b"hello")
+    for b in (m.freeze(), IoBuf(b"hello"), IoBuf(bytearray(b"hello"))):
+        for name, value in (("_start", start), ("_end", end)):
+            try:
+                setattr(b, name, value)
+            except ValueError:
+                pass
+        for got in (bytes(b), bytes(b.as_memoryview()), bytes(b.chunk())):
+            assert len(got) <= 1024 and got in b"hello" + bytes(1019)
+        for i in range(8):
+            try:
+                assert b[i] in b"hello\x00"
+            except IndexError:
+                pass
+        c = b.clone()
+        out = b.into_mut()
+        assert len(out) <= out.capacity <= 1024
+        try:
+            out.put_slice(b"xyz")  # a fixed pooled buffer refuses or writes inside it
+        except ValueError:
+            pass
+        assert bytes(c) in b"hello" + bytes(1019)
+
+
+def test_trim_core_refuses_a_negative_keep() -> None:
+    """BufferPool._core_trim (the core's trim, behind BufferPool.trim) refuses a
+    negative ``keep`` with ValueError on both cores. The compiled core once
+    stored it as the free list's length: the next allocation read a pointer
+    before the list and crashed."""
+    pool = network_pool(8)
+    bufs = [pool.alloc(1024) for _ in range(4)]
+    addresses = {b.address for b in bufs}
+    del bufs
+    with pytest.raises(ValueError, match="keep"):
+        pool._core_trim(-3)
+    again = [pool.try_alloc(1024) for _ in range(4)]
+    assert {b.address for b in again} == addresses
+    assert pool.trim(0) == 0  # all four are in use
+
+
+@pytest.mark.parametrize("hand_back", ["heap", "smaller_class", "advanced"])
+def test_zeroing_never_writes_past_what_an_overriding_try_alloc_returns(hand_back: str) -> None:
+    """try_alloc_zeroed goes through a subclass's try_alloc (as the tracking pool's);
+    if that returns less room than asked, ValueError (set_len's message), never a
+    memset past the buffer (both cores once zeroed ``length`` bytes from its base:
+    heap corruption, a crash). A cursor already advanced is honoured."""
+
+    class Pool(BufferPool):
+        def try_alloc(self, capacity):  # type: ignore[no-untyped-def]
+            if hand_back == "heap":
+                return IoBufMut.with_capacity(16)
+            buf = super().try_alloc(1)
+            if hand_back == "advanced":
+                buf.put_slice(b"ab")
+                buf.advance(2)
+            return buf
+
+    pool = Pool(BufferPoolConfig.for_network().with_max_per_class(4))
+    with pytest.raises(ValueError, match="exceeds capacity"):
+        pool.try_alloc_zeroed(1 << 17)
+    small = pool.try_alloc_zeroed(10)
+    assert bytes(small) == bytes(10)
+    small.put_slice(b"x")
+    assert bytes(small) == bytes(10) + b"x"
+
+
+@pytest.mark.parametrize("method", ["alloc", "alloc_len", "try_alloc_zeroed", "alloc_zeroed"])
+def test_an_overriding_try_alloc_returning_none_is_never_read_as_a_buffer(method: str) -> None:
+    """A subclass's try_alloc that returns None: alloc passes it on, the methods
+    that then set a length raise AttributeError (the pure core's set_len call),
+    on both cores. The compiled core read and wrote None's memory as if it were
+    an IoBufMut's fields (a capacity of garbage, then a write past None)."""
+
+    class Pool(BufferPool):
+        def try_alloc(self, capacity):  # type: ignore[no-untyped-def]
+            return None
+
+    pool = Pool(BufferPoolConfig.for_network().with_max_per_class(4))
+    if method == "alloc":
+        assert pool.alloc(10) is None
+        return
+    with pytest.raises(AttributeError, match="'NoneType' object has no attribute 'set_len'"):
+        getattr(pool, method)(10)
+    try:
+        pool._core_track(None, [])  # the tracking hook: ignored, or refused, never read
+    except AttributeError:
+        pass

@@ -662,3 +662,143 @@ def test_an_object_parked_after_the_collection_ended_is_settled_by_the_pool() ->
     _views._park(buf)
     del buf
     assert pool.try_alloc(PAGE).is_pooled  # the slow path settled it: not Exhausted
+
+
+@pytest.mark.parametrize("kind", ["IoBufMut", "IoBuf"])
+def test_comparing_reads_the_buffer_only_after_converting_the_other_side(kind: str) -> None:
+    """``==`` converts the other operand (allocating a memoryview, which may run a
+    collection) and only then reads this buffer's address: a finalizer that grows
+    or releases the buffer meanwhile cannot make the comparison read freed memory
+    (the compiled core read the old address: a crash on a 64 MiB heap buffer)."""
+    n = 64 << 20
+    buf: IoBuf | IoBufMut = IoBufMut.zeroed(n)
+    if kind == "IoBuf":
+        buf = buf.freeze()
+    other = bytearray(n)
+
+    class Mover:
+        def __del__(self) -> None:
+            if isinstance(buf, IoBufMut):
+                buf.put_slice(b"x")  # grows: the old heap memory is freed
+            else:
+                buf.release()  # the last share: the memory is freed
+
+    threshold = gc.get_threshold()
+    gc.collect()
+    gc.disable()
+    try:
+        mover = Mover()
+        mover.cycle = mover  # type: ignore[attr-defined]
+        del mover
+        gc.set_threshold(1)
+        gc.enable()
+        equal = buf == other
+    finally:
+        gc.set_threshold(*threshold)
+        gc.enable()
+    gc.collect()
+    assert len(buf) in (0, n + 1)
+    assert not equal
+
+
+def test_a_finalizer_growing_the_buffer_during_its_growth_strands_no_view() -> None:
+    """Growing a heap IoBufMut with views alive pins the old memory; if making
+    the pin list runs a collection whose finalizer grows the same buffer and
+    views it, both old memories stay pinned while their views live (the compiled
+    core read its state before the list existed: one pin replaced the other, and
+    the first view read freed memory, a crash on a 64 MiB buffer)."""
+    n = 64 << 20
+    buf = IoBufMut(bytes(n))
+    first = buf.as_memoryview()
+    held: list[memoryview] = []
+
+    class Grower:
+        def __del__(self) -> None:
+            buf.put_slice(b"n" * 50)
+            held.append(buf.as_memoryview())
+
+    threshold = gc.get_threshold()
+    gc.collect()
+    gc.disable()
+    try:
+        grower = Grower()
+        grower.cycle = grower  # type: ignore[attr-defined]
+        del grower
+        gc.set_threshold(1)
+        gc.enable()
+        buf.put_slice(b"z" * 100)
+    finally:
+        gc.set_threshold(*threshold)
+        gc.enable()
+    gc.collect()
+    assert first[n - 1] == 0 and bytes(first[:4]) == bytes(4)
+    assert bytes(buf.as_memoryview()[-100:]) == b"z" * 100
+    for view in held:
+        assert bytes(view[:4]) == bytes(4)
+
+
+def test_indexing_reads_the_view_only_after_converting_the_key() -> None:
+    """``b[lo:Idx()]`` and ``b[I(k)]`` run user code (``__index__``, an int
+    subclass's comparisons) before the view is read: if that code releases the
+    view, the result is empty or an IndexError, never bytes from outside the
+    buffer (the compiled core used the length read before: 128 KiB from an
+    8-byte static block, or a byte of it)."""
+    n = 1 << 17
+    pool = BufferPool(config(PAGE, n, 2))
+    m = pool.alloc(n)
+    m.put_slice(b"s" * n)
+    buf = m.freeze()
+
+    class Idx:
+        def __index__(self) -> int:
+            buf.release()
+            return n
+
+    part = buf[0:Idx()]
+    assert bytes(part) == b"" and not part.is_pooled
+
+    m = pool.alloc(n)
+    m.put_slice(b"s" * n)
+    buf = m.freeze()
+
+    class Key(int):
+        def __lt__(self, other: object) -> bool:
+            buf.release()
+            return int(self) < other  # type: ignore[operator]
+
+    try:
+        got = buf[Key(n - 1)]
+    except IndexError:
+        got = None
+    assert got in (None, ord("s"))
+
+
+@pytest.mark.parametrize("move_on", ["release", "try_into_mut", "split_to", "drop"])
+def test_numpy_frombuffer_of_an_iobuf_pins_the_buffer(move_on: str) -> None:
+    """numpy.frombuffer keeps the exporter object and releases its view at once
+    unless the exporter's type releases buffers itself; it then holds only the
+    IoBuf. Releasing, converting or splitting that IoBuf must still leave the
+    memory to the array (the compiled core's IoBuf had no bf_releasebuffer: the
+    pool handed the array's memory out again and the array read its new bytes)."""
+    pool = BufferPool(config(PAGE, PAGE, 1))
+    m = pool.alloc(PAGE)
+    m.put_slice(b"A" * PAGE)
+    buf = m.freeze()
+    try:
+        memoryview(buf).release()
+    except TypeError:
+        pytest.skip("this core's IoBuf is not a buffer on this Python (as_memoryview() instead)")
+    array = np.frombuffer(buf, dtype=np.uint8)  # type: ignore[call-overload]
+    if move_on == "release":
+        with pytest.raises(BufferError):
+            buf.release()
+    elif move_on == "try_into_mut":
+        assert buf.try_into_mut() is None
+    elif move_on == "split_to":
+        head = buf.split_to(PAGE)
+        del head
+    del buf
+    gc.collect()
+    with pytest.raises(Exhausted):
+        pool.try_alloc(PAGE)
+    assert array.tobytes() == b"A" * PAGE

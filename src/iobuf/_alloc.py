@@ -32,7 +32,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
-from ._errors import Exhausted, Oversized, check_size
+from ._errors import Exhausted, Oversized, check_nonneg, check_size
 from ._memory import FREE_THREADED
 from ._size_class import FREE_REFS, LocalCache, RetireFacets, SizeClass, _thread_is_finishing
 from ._views import IoBufMut, settle_if_parked
@@ -192,11 +192,13 @@ class PoolCore:
         if length < self._bypass_below:
             return self._bypass(length, length)
         buf = self.try_alloc(length)
-        if length:
+        if length:  # an override may hand back less room, or other memory: never zero past it
+            buf.set_len(length)
             cls = buf._cls
-            assert cls is not None
-            ctypes.memset(cls.addresses[id(buf._mv)], 0, length)
-            buf._len = length
+            if cls is not None and buf._pos == 0:
+                ctypes.memset(cls.addresses[id(buf._mv)], 0, length)
+            else:
+                buf._mv[buf._pos : buf._len] = bytes(length)
         return buf
 
     def alloc(self, capacity: int) -> IoBufMut:
@@ -246,6 +248,7 @@ class PoolCore:
 
     def _core_trim(self, keep: int) -> int:
         """See ``BufferPool.trim``; returns the bytes freed."""
+        keep = check_nonneg("keep", keep)
         return sum(cls.trim(keep) * cls.size for cls in self._classes)
 
     def _core_close(self) -> None:

@@ -349,6 +349,8 @@ cdef class IoBufMut:
     cdef Py_ssize_t _exports
     cdef list pins
     cdef Block share(self)
+    cdef int ready_pins(self)
+    cdef int pin(self)
     cdef int detach(self, bint growable)
     cdef int reserve(self, Py_ssize_t extra)
 
@@ -356,8 +358,8 @@ cdef class IoBufMut:
 cdef class IoBuf:
     cdef Block blk
     cdef char *base
-    cdef public Py_ssize_t _start
-    cdef public Py_ssize_t _end
+    cdef Py_ssize_t _lo
+    cdef Py_ssize_t _hi
     cdef bint quiet
     cdef void _set_detached(self) noexcept
 

@@ -627,6 +627,8 @@ class PoolCore:
         """:meth:`alloc` with ``len == length``; the bytes are unspecified (may be stale)."""
         m: IoBufMut = _request(self, length, True, True)
         n: cython.Py_ssize_t = _nonneg("n", length)
+        if m is None:  # an overriding try_alloc (or _bypass) returned None: no fields to touch
+            raise AttributeError("'NoneType' object has no attribute 'set_len'")
         if n > m._cap - m._pos:
             raise ValueError(f"set_len({n}) exceeds capacity({m._cap - m._pos})")
         m._len = m._pos + n
@@ -650,9 +652,13 @@ class PoolCore:
             return self._bypass(length, length)
         if st.track or _overrides_try_alloc(self):  # through the subclass's try_alloc (tracking)
             m = self.try_alloc(length)
-            if n:
-                memset(m.base, 0, n)
-                m._len = n
+            if n:  # an override may hand back None, or less room than asked: never zero past it
+                if m is None:
+                    raise AttributeError("'NoneType' object has no attribute 'set_len'")
+                if n > m._cap - m._pos:
+                    raise ValueError(f"set_len({n}) exceeds capacity({m._cap - m._pos})")
+                memset(m.base + m._pos, 0, n)
+                m._len = m._pos + n
             return m
         if n <= st.min_size:
             idx = 0
@@ -687,7 +693,7 @@ class PoolCore:
 
     def _core_trim(self, keep) -> int:
         st: PoolState = self.st
-        k: cython.Py_ssize_t = keep
+        k: cython.Py_ssize_t = check_nonneg("keep", keep)  # a negative count would corrupt the free list
         fp: cython.pointer(PyObject)
         f: Facet = None
         i: cython.int
@@ -717,7 +723,7 @@ class PoolCore:
     def _core_track(self, buf, frames) -> None:
         m: IoBufMut = buf
         cls: SizeClass
-        if m.raw == cython.NULL or m.origin is None:
+        if m is None or m.raw == cython.NULL or m.origin is None:
             return
         cls = m.origin.st.classes[m.idx]
         if cls.origins is not None:
@@ -1044,13 +1050,24 @@ def _preview(view) -> str:
 
 
 @cython.cfunc
-def _equal(p: cython.p_char, n: cython.Py_ssize_t, other):
-    """``__eq__`` of the bytes ``p[:n]`` against ``other`` (NotImplemented for non-bytes-like)."""
+def _equal(mine, other):
+    """``__eq__`` of the readable bytes of ``mine`` (an IoBuf or IoBufMut) against
+    ``other`` (NotImplemented for non-bytes-like)."""
     view: Py_buffer
+    p: cython.p_char
+    n: cython.Py_ssize_t
     try:
         theirs = _as_bytes(other, "other")
     except TypeError:
         return NotImplemented
+    # Only now read where our bytes are: converting ``other`` allocates, and a
+    # collection's finalizers may have grown, released or frozen ``mine`` meanwhile.
+    if type(mine) is IoBuf:
+        p = cython.cast(IoBuf, mine).base + cython.cast(IoBuf, mine)._lo
+        n = cython.cast(IoBuf, mine)._hi - cython.cast(IoBuf, mine)._lo
+    else:
+        p = cython.cast(IoBufMut, mine).base + cython.cast(IoBufMut, mine)._pos
+        n = cython.cast(IoBufMut, mine)._len - cython.cast(IoBufMut, mine)._pos
     iob_getbuffer(theirs, cython.address(view), PyBUF_SIMPLE)
     try:
         return view.len == n and (n == 0 or memcmp(p, view.buf, n) == 0)
@@ -1215,18 +1232,39 @@ class IoBufMut:
         return self.blk
 
     @cython.cfunc
+    def ready_pins(self) -> cython.int:
+        """Before a change that may pin the memory: make the pins list first.
+        Making it may run a collection whose finalizers use this very buffer
+        (grow it, export it), so it must not come between reading the state
+        and acting on it; appending to it later runs no Python code."""
+        fresh: list
+        if self.pins is None and iob_load(cython.address(self._exports)):
+            fresh = []
+            if self.pins is None:
+                self.pins = fresh
+        return 0
+
+    @cython.cfunc
+    def pin(self) -> cython.int:
+        """Keep ``blk`` alive until the last export goes (after ``ready_pins``)."""
+        if self.pins is None:
+            self.pins = [self.blk]
+        else:
+            self.pins.append(self.blk)
+        return 0
+
+    @cython.cfunc
     def detach(self, growable: cython.bint) -> cython.int:
         """Let go of the memory (returning owned pooled memory); live exports keep it."""
         fresh: Block = heap_block(0) if growable else None
         raw: cython.p_void
         if iob_load(cython.address(self._exports)):
+            self.ready_pins()
+        if iob_load(cython.address(self._exports)):
             if self.raw != cython.NULL:
                 block_from_raw(self)
             if self.blk is not None:
-                if self.pins is None:
-                    self.pins = [self.blk]
-                else:
-                    self.pins.append(self.blk)
+                self.pin()
         raw = self.raw
         origin: Facet = self.origin
         self.exported = False
@@ -1261,16 +1299,14 @@ class IoBufMut:
             raise ValueError(
                 f"{extra} more bytes exceed the fixed capacity ({self._cap - self._pos}, {self._len - self._pos} used)"
             )
+        self.ready_pins()
         readable = self._len - self._pos
         new_cap = max(readable + extra, 2 * (self._cap - self._pos), 64)
         nb = heap_block(new_cap)
         memcpy(nb.ptr, self.base + self._pos, readable)
         # Views handed out earlier keep the old memory alive; they stop aliasing.
         if iob_load(cython.address(self._exports)) and self.blk is not None:
-            if self.pins is None:
-                self.pins = [self.blk]
-            else:
-                self.pins.append(self.blk)
+            self.pin()
         self.blk = nb
         self.exported = False
         self.base = nb.ptr
@@ -1390,8 +1426,8 @@ class IoBufMut:
         out: IoBuf = IoBuf.__new__(IoBuf)  # keeps the memory even when empty (as the seed)
         out.blk = blk
         out.base = blk.ptr
-        out._start = self._pos
-        out._end = self._len
+        out._lo = self._pos
+        out._hi = self._len
         blk.grow = self.grow
         self.detach(False)
         return out
@@ -1447,10 +1483,10 @@ class IoBufMut:
         return PyBytes_FromStringAndSize(self.base + self._pos, self._len - self._pos)
 
     def __eq__(self, other) -> bool:
-        return _equal(self.base + self._pos, self._len - self._pos, other)
+        return _equal(self, other)
 
     def __ne__(self, other) -> bool:
-        r = _equal(self.base + self._pos, self._len - self._pos, other)
+        r = _equal(self, other)
         return r if r is NotImplemented else not r
 
     __hash__ = None
@@ -1484,8 +1520,8 @@ def new_iobuf(blk: Block, start: cython.Py_ssize_t, end: cython.Py_ssize_t) -> I
         start = end = 0
     o.blk = blk
     o.base = blk.ptr
-    o._start = start
-    o._end = end
+    o._lo = start
+    o._hi = end
     return o
 
 
@@ -1506,8 +1542,8 @@ class IoBuf:
         blk: Block = bytes_block(data)
         self.blk = blk
         self.base = blk.ptr
-        self._start = 0
-        self._end = blk.size
+        self._lo = 0
+        self._hi = blk.size
 
     @classmethod
     def copy_from_slice(cls, data) -> IoBuf:
@@ -1517,16 +1553,39 @@ class IoBuf:
         o: IoBuf = IoBuf.__new__(IoBuf)
         o.blk = blk
         o.base = blk.ptr
-        o._end = blk.size
+        o._hi = blk.size
         return o
 
     # -- size and identity -----------------------------------------------------
 
     def __len__(self) -> cython.Py_ssize_t:
-        return self._end - self._start
+        return self._hi - self._lo
 
     def __bool__(self) -> bool:
-        return self._end > self._start
+        return self._hi > self._lo
+
+    # The window [_start, _end) of the memory; package-internal and writable
+    # (``_chain`` advances ``_start``). Every read and write trusts it, so a value
+    # that would reach outside the memory is refused, never stored.
+    @property
+    def _start(self) -> int:
+        return self._lo
+
+    @_start.setter
+    def _start(self, value: cython.Py_ssize_t) -> None:
+        if value < 0 or value > self._hi:
+            raise ValueError(f"_start must be in [0, {self._hi}], got {value}")
+        self._lo = value
+
+    @property
+    def _end(self) -> int:
+        return self._hi
+
+    @_end.setter
+    def _end(self, value: cython.Py_ssize_t) -> None:
+        if value < self._lo or value > self.blk.size:
+            raise ValueError(f"_end must be in [{self._lo}, {self.blk.size}], got {value}")
+        self._hi = value
 
     @property
     def is_pooled(self) -> bool:
@@ -1536,9 +1595,9 @@ class IoBuf:
     @property
     def address(self) -> int:
         """Address of the first readable byte (0 for an empty, detached IoBuf)."""
-        if self.blk.size == 0 or (self._end == self._start and not self.blk.lease):
+        if self.blk.size == 0 or (self._hi == self._lo and not self.blk.lease):
             return 0
-        return cython.cast(cython.size_t, self.base + self._start)
+        return cython.cast(cython.size_t, self.base + self._lo)
 
     # -- views -----------------------------------------------------------------
 
@@ -1553,7 +1612,7 @@ class IoBuf:
         """A read-only memoryview of the bytes; it keeps pooled memory out of the pool."""
         keep = self.blk.keep
         if keep is not None and type(keep) is bytes:  # a view of the wrapped bytes object itself
-            return PyMemoryView_FromObject(keep)[self._start:self._end]
+            return PyMemoryView_FromObject(keep)[self._lo:self._hi]
         return PyMemoryView_FromObject(self)
 
     def chunk(self) -> memoryview:
@@ -1562,23 +1621,23 @@ class IoBuf:
 
     def remaining(self) -> int:
         """Readable bytes (same as ``len``)."""
-        return self._end - self._start
+        return self._hi - self._lo
 
     def advance(self, n) -> None:
         """Consume ``n`` bytes from the front."""
         count: cython.Py_ssize_t = _nonneg("n", n)
-        if count > self._end - self._start:
+        if count > self._hi - self._lo:
             raise ValueError(
-                f"cannot advance past end of buffer: advance({count}) with {self._end - self._start} readable")
-        self._start += count
+                f"cannot advance past end of buffer: advance({count}) with {self._hi - self._lo} readable")
+        self._lo += count
 
     @cython.cfunc
     @cython.exceptval(check=False)
     def _set_detached(self) -> cython.void:
         self.blk = _EMPTY
         self.base = _EMPTY.ptr
-        self._start = 0
-        self._end = 0
+        self._lo = 0
+        self._hi = 0
 
     # -- zero-copy splitting ------------------------------------------------------
 
@@ -1586,40 +1645,47 @@ class IoBuf:
         """The bytes ``[start, stop)`` of this view as a new IoBuf (no copy)."""
         a: cython.Py_ssize_t = _nonneg("start", start)
         b: cython.Py_ssize_t = _nonneg("stop", stop)
-        length: cython.Py_ssize_t = self._end - self._start
+        length: cython.Py_ssize_t = self._hi - self._lo
         if a > b:
             raise ValueError(f"slice start must be <= stop, got {a} > {b}")
         if b > length:
             raise ValueError(f"slice out of bounds: stop {b} > len {length}")
-        return new_iobuf(self.blk, self._start + a, self._start + b)
+        return new_iobuf(self.blk, self._lo + a, self._lo + b)
 
     def __getitem__(self, key):
         start: cython.Py_ssize_t
         stop: cython.Py_ssize_t
         step: cython.Py_ssize_t
-        n: cython.Py_ssize_t = self._end - self._start
-        i: cython.Py_ssize_t
+        n: cython.Py_ssize_t
+        i: cython.long
+        overflow: cython.int = 0
+        # The length is read only after the key is converted: a slice's
+        # __index__ (or an int subclass's operators) may run Python code that
+        # advances or releases this view.
         if PySlice_Check(key):
             iob_slice_unpack(key, cython.address(start), cython.address(stop), cython.address(step))
+            n = self._hi - self._lo
             PySlice_AdjustIndices(n, cython.address(start), cython.address(stop), step)
             if step != 1:
                 raise ValueError(f"IoBuf slices need step 1, got {step}")
             if stop <= start:
                 return new_iobuf(_EMPTY, 0, 0)
-            return new_iobuf(self.blk, self._start + start, self._start + stop)
+            return new_iobuf(self.blk, self._lo + start, self._lo + stop)
         if isinstance(key, int) and not isinstance(key, bool):
-            k = key + n if key < 0 else key
-            if not 0 <= k < n:
+            i = PyLong_AsLongAndOverflow(key, cython.address(overflow))  # no Python code for an int
+            n = self._hi - self._lo
+            if i < 0:
+                i += n
+            if overflow or not 0 <= i < n:
                 raise IndexError(f"IoBuf index {key} out of range for length {n}")
-            i = k
-            return cython.cast(cython.uchar, self.base[self._start + i])
+            return cython.cast(cython.uchar, self.base[self._lo + i])
         raise TypeError(f"IoBuf indices must be int or slice, not {type(key).__name__}")
 
     def split_to(self, at) -> IoBuf:
         """Remove and return the first ``at`` bytes; this view keeps the rest."""
         n: cython.Py_ssize_t = _nonneg("at", at)
-        length: cython.Py_ssize_t = self._end - self._start
-        start: cython.Py_ssize_t = self._start
+        length: cython.Py_ssize_t = self._hi - self._lo
+        start: cython.Py_ssize_t = self._lo
         if n > length:
             raise ValueError(f"split_to out of bounds: {n} <= {length} does not hold")
         if n == 0:
@@ -1628,23 +1694,23 @@ class IoBuf:
         if n == length:
             self._set_detached()
         else:
-            self._start = start + n
+            self._lo = start + n
         return out
 
     def copy_to_bytes(self, n) -> IoBuf:
         """Take the first ``n`` bytes as an IoBuf (no copy), advancing this view."""
         count: cython.Py_ssize_t = _nonneg("n", n)
-        length: cython.Py_ssize_t = self._end - self._start
+        length: cython.Py_ssize_t = self._hi - self._lo
         if count > length:
             raise ValueError(f"copy_to_bytes out of bounds: {count} > {length} readable")
         return self.split_to(count)
 
     def clone(self) -> IoBuf:
         """Another view of the same bytes with its own cursor (no copy)."""
-        return new_iobuf(self.blk, self._start, self._end)
+        return new_iobuf(self.blk, self._lo, self._hi)
 
     def __copy__(self) -> IoBuf:
-        return new_iobuf(self.blk, self._start, self._end)
+        return new_iobuf(self.blk, self._lo, self._hi)
 
     def __deepcopy__(self, memo) -> IoBuf:
         return IoBuf(bytes(self))
@@ -1699,8 +1765,8 @@ class IoBuf:
             m.base = self.blk.ptr
             m._cap = self.blk.size
             m.grow = self.blk.grow
-        m._pos = self._start
-        m._len = self._end
+        m._pos = self._lo
+        m._len = self._hi
         self._set_detached()
         return m
 
@@ -1730,19 +1796,27 @@ class IoBuf:
     def __getbuffer__(self, buffer: cython.pointer(Py_buffer), flags: cython.int):
         if (flags & PyBUF_WRITABLE) == PyBUF_WRITABLE:
             raise BufferError("Object is not writable.")
-        _fill(buffer, flags, self.blk, self.base + self._start, self._end - self._start, True)
+        _fill(buffer, flags, self.blk, self.base + self._lo, self._hi - self._lo, True)
         iob_inc(cython.address(self.blk.exports))
         if not self.quiet and self.blk.lease and self.blk.origin is None:
             self.blk.exported = True  # untracked memory: try_into_mut refuses it from now on
 
+    def __releasebuffer__(self, buffer: cython.pointer(Py_buffer)):
+        # Never called: an export's ``obj`` is the Block, whose release counts it.
+        # Defining it tells consumers that hold the exporter instead of the view
+        # (numpy.frombuffer keeps ``obj`` and releases the view at once unless the
+        # type has bf_releasebuffer) to keep a memoryview, i.e. a counted export:
+        # else the array pins nothing once this IoBuf is released or moved on.
+        pass
+
     def __bytes__(self) -> bytes:
-        return PyBytes_FromStringAndSize(self.base + self._start, self._end - self._start)
+        return PyBytes_FromStringAndSize(self.base + self._lo, self._hi - self._lo)
 
     def __eq__(self, other) -> bool:
-        return _equal(self.base + self._start, self._end - self._start, other)
+        return _equal(self, other)
 
     def __ne__(self, other) -> bool:
-        r = _equal(self.base + self._start, self._end - self._start, other)
+        r = _equal(self, other)
         return r if r is NotImplemented else not r
 
     def __hash__(self) -> int:
@@ -1768,8 +1842,8 @@ def _iobuf(mv, start, end, own=None) -> IoBuf:
     o: IoBuf = IoBuf.__new__(IoBuf)
     o.blk = blk
     o.base = blk.ptr
-    o._start = s
-    o._end = e
+    o._lo = s
+    o._hi = e
     return o
 
 
@@ -1793,9 +1867,9 @@ def split_filled(buf: IoBufMut) -> IoBuf:
 def join_adjacent(first: IoBuf, second: IoBuf):
     """One IoBuf covering ``first`` then ``second`` if they are adjacent ranges of
     one shared buffer (as :func:`split_filled` produces), else None. No copy."""
-    if not first.blk.lease or first.blk is not second.blk or first._end != second._start:
+    if not first.blk.lease or first.blk is not second.blk or first._hi != second._lo:
         return None
-    return new_iobuf(first.blk, first._start, second._end)
+    return new_iobuf(first.blk, first._lo, second._hi)
 
 
 if iob_key_init() != 0:
