@@ -754,7 +754,7 @@ def test_indexing_reads_the_view_only_after_converting_the_key() -> None:
             buf.release()
             return n
 
-    part = buf[0:Idx()]
+    part = buf[0 : Idx()]
     assert bytes(part) == b"" and not part.is_pooled
 
     m = pool.alloc(n)

@@ -138,8 +138,8 @@ class PoolCore:
             mv = self._take_slow(cls, mv, cache)
         buf = _new(IoBufMut)
         buf._mv = mv
-        buf._pos = 0
-        buf._len = 0
+        buf._start = 0
+        buf._end = 0
         buf._cls = cls
         buf._aux = None
         buf._grow = False
@@ -174,8 +174,8 @@ class PoolCore:
             mv = self._take_slow(cls, mv, cache)
         buf = _new(IoBufMut)
         buf._mv = mv
-        buf._pos = 0
-        buf._len = 0
+        buf._start = 0
+        buf._end = 0
         buf._cls = cls
         buf._aux = None
         buf._grow = False
@@ -195,10 +195,10 @@ class PoolCore:
         if length:  # an override may hand back less room, or other memory: never zero past it
             buf.set_len(length)
             cls = buf._cls
-            if cls is not None and buf._pos == 0:
+            if cls is not None and buf._start == 0:
                 ctypes.memset(cls.addresses[id(buf._mv)], 0, length)
             else:
-                buf._mv[buf._pos : buf._len] = bytes(length)
+                buf._mv[buf._start : buf._end] = bytes(length)
         return buf
 
     def alloc(self, capacity: int) -> IoBufMut:

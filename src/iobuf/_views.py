@@ -43,8 +43,8 @@ unreferenced, so it needs no exporter: its views are plain slices, and an owner
 that ever exported one is marked with ``_EXPORTED`` so that ``try_into_mut``
 conservatively refuses (it may refuse after the view died; never the reverse).
 
-Other invariants: ``0 <= _pos <= _len <= len(_mv)`` for ``IoBufMut`` and
-``0 <= _start <= _end <= len(_mv)`` for ``IoBuf``. Empty results (empty slice,
+Other invariants: ``0 <= _start <= _end <= len(_mv)`` for both (the readable
+bytes are ``_mv[_start:_end]``; an ``IoBufMut`` writes at ``_end``). Empty results (empty slice,
 ``split_to(0)``, ``copy_to_bytes(0)``, freezing an empty buffer) are detached:
 they hold no owner and pin nothing. An ``IoBufMut`` that was frozen or converted
 is detached: capacity 0, not growable, so every write raises ``ValueError``.
@@ -458,8 +458,8 @@ def _empty_iobuf() -> IoBuf:
 def _untracked(mv: memoryview, length: int, grow: bool) -> IoBufMut:
     b = _new(IoBufMut)
     b._mv = mv
-    b._pos = 0
-    b._len = length
+    b._start = 0
+    b._end = length
     b._cls = None
     b._aux = None
     b._grow = grow
@@ -473,7 +473,63 @@ def _check_alignment(alignment: object) -> int:
     return align
 
 
-class IoBufMut:
+class _Readable:  # noqa: PLW1641 - unhashable here; IoBuf (immutable) defines __hash__
+    """What IoBufMut and IoBuf share: the readable bytes ``_mv[_start:_end]``
+    and the seed's ``Buf`` reads over them (``len``, ``remaining``, ``advance``,
+    ``bytes``, ``==``). Each subclass owns how the memory is held and exported."""
+
+    __slots__ = ("_mv", "_start", "_end")
+
+    _mv: memoryview
+    _start: int
+    _end: int
+
+    def __len__(self) -> int:
+        return self._end - self._start
+
+    def __bool__(self) -> bool:
+        return self._end > self._start
+
+    def remaining(self) -> int:
+        """Readable bytes (same as ``len``)."""
+        return self._end - self._start
+
+    def advance(self, n: int) -> None:
+        """Consume ``n`` readable bytes from the front."""
+        count = check_nonneg("n", n)
+        if count > self._end - self._start:
+            raise ValueError(f"cannot advance past end of buffer: advance({count}) with {len(self)} readable")
+        self._start += count
+
+    # The hot readers, per build (see "Thread safety" above).
+    if FREE_THREADED:
+
+        def _read_view(self) -> memoryview:
+            """Internal: the readable bytes, for use within one call only."""
+            return memoryview(self._mv.obj).cast("B")[self._start : self._end]
+
+        def __bytes__(self) -> bytes:
+            # No cast: bytes() copies any format, and "<B" is one fewer view.
+            return bytes(memoryview(self._mv.obj)[self._start : self._end])
+
+    else:
+
+        def _read_view(self) -> memoryview:
+            """Internal: the readable bytes, for use within one call only."""
+            return self._mv[self._start : self._end]
+
+        def __bytes__(self) -> bytes:
+            return bytes(self._mv[self._start : self._end])
+
+    def __eq__(self, other: object) -> bool:
+        try:
+            theirs = _as_bytes(other, "other")
+        except TypeError:
+            return NotImplemented
+        return self._read_view() == theirs
+
+
+class IoBufMut(_Readable):
     """A mutable byte buffer with one owner: pooled, aligned, or growable heap memory.
 
     Bytes ``[0, len)`` are readable; ``[len, capacity)`` is writable spare room.
@@ -495,11 +551,8 @@ class IoBufMut:
     #   shared:        _cls None, _aux the _Lease shared with IoBufs;
     #   untracked:     _cls None, _aux None or _EXPORTED.
     # BufferPool.try_alloc builds the direct pooled state inline (the hot path).
-    __slots__ = ("_mv", "_pos", "_len", "_cls", "_aux", "_grow")
+    __slots__ = ("_cls", "_aux", "_grow")
 
-    _mv: memoryview
-    _pos: int
-    _len: int
     _cls: SizeClass | None
     _aux: Any
     _grow: bool
@@ -512,8 +565,8 @@ class IoBufMut:
         self._aux = None
         self._grow = True
         self._mv = memoryview(bytearray(src))
-        self._pos = 0
-        self._len = len(src)
+        self._start = 0
+        self._end = len(src)
 
     # -- constructors --------------------------------------------------------
 
@@ -552,16 +605,10 @@ class IoBufMut:
 
     # -- size and identity ---------------------------------------------------
 
-    def __len__(self) -> int:
-        return self._len - self._pos
-
-    def __bool__(self) -> bool:
-        return self._len > self._pos
-
     @property
     def capacity(self) -> int:
         """Bytes this buffer can hold from its read cursor without growing."""
-        return len(self._mv) - self._pos
+        return len(self._mv) - self._start
 
     @property
     def is_pooled(self) -> bool:
@@ -583,25 +630,13 @@ class IoBufMut:
             return 0
         cls = self._cls
         if cls is not None:
-            return cls.addresses[id(mv)] + self._pos
+            return cls.addresses[id(mv)] + self._start
         aux = self._aux
         if type(aux) is _Lease:
-            return aux.address() + self._pos
-        return address_of(mv) + self._pos
+            return aux.address() + self._start
+        return address_of(mv) + self._start
 
     # -- internal views --------------------------------------------------------
-
-    if FREE_THREADED:
-
-        def _read_view(self) -> memoryview:
-            """Internal: the readable bytes, for use within one call only."""
-            return memoryview(self._mv.obj).cast("B")[self._pos : self._len]
-
-    else:
-
-        def _read_view(self) -> memoryview:
-            """Internal: the readable bytes, for use within one call only."""
-            return self._mv[self._pos : self._len]
 
     def _export(self, start: int, end: int) -> memoryview:
         """A writable view of ``_mv[start:end]`` that is safe to hand to user code."""
@@ -655,8 +690,8 @@ class IoBufMut:
         cls, mv, aux = self._cls, self._mv, self._aux
         self._cls = None
         self._aux = None
-        self._pos = 0
-        self._len = 0
+        self._start = 0
+        self._end = 0
         self._grow = growable
         self._mv = memoryview(bytearray(0)) if growable else _DETACHED
         if cls is not None:
@@ -664,7 +699,7 @@ class IoBufMut:
 
     def _reserve(self, extra: int) -> None:
         """Make room for ``extra`` more bytes, growing a heap buffer by reallocation."""
-        needed = self._len + extra
+        needed = self._end + extra
         if needed <= len(self._mv):
             return
         if not self._grow:
@@ -673,15 +708,15 @@ class IoBufMut:
             raise ValueError(
                 f"{extra} more bytes exceed the fixed capacity ({self.capacity}, {len(self)} used)"
             )
-        readable = self._len - self._pos
-        new_cap = max(readable + extra, 2 * (len(self._mv) - self._pos), 64)
+        readable = self._end - self._start
+        new_cap = max(readable + extra, 2 * (len(self._mv) - self._start), 64)
         fresh = bytearray(new_cap)
         fresh[:readable] = self._read_view()
         # Views handed out earlier keep the old memory alive; they stop aliasing.
         self._aux = None
         self._mv = memoryview(fresh)
-        self._pos = 0
-        self._len = readable
+        self._start = 0
+        self._end = readable
 
     # -- writing ---------------------------------------------------------------
 
@@ -693,53 +728,49 @@ class IoBufMut:
         if not n:
             return
         self._reserve(n)
-        end = self._len + n
-        self._mv[self._len : end] = src
-        self._len = end
+        end = self._end + n
+        self._mv[self._end : end] = src
+        self._end = end
 
     def spare_capacity(self) -> memoryview:
         """A writable memoryview of ``[len, capacity)``, e.g. for ``recv_into``/``readinto``.
 
         Commit what was written with :meth:`advance_mut`.
         """
-        return self._export(self._len, len(self._mv))
+        return self._export(self._end, len(self._mv))
 
     def advance_mut(self, n: int) -> None:
         """Mark ``n`` bytes written into :meth:`spare_capacity` as readable."""
         count = check_nonneg("n", n)
-        if count > len(self._mv) - self._len:
+        if count > len(self._mv) - self._end:
             raise ValueError(
                 f"cannot advance past end of buffer: advance_mut({count}) with "
-                f"{len(self._mv) - self._len} bytes of spare capacity"
+                f"{len(self._mv) - self._end} bytes of spare capacity"
             )
-        self._len += count
+        self._end += count
 
     def set_len(self, n: int) -> None:
         """Set the readable length to ``n`` (<= capacity); new bytes hold whatever was there."""
         length = check_nonneg("n", n)
-        if length > len(self._mv) - self._pos:
-            raise ValueError(f"set_len({length}) exceeds capacity({len(self._mv) - self._pos})")
-        self._len = self._pos + length
+        if length > len(self._mv) - self._start:
+            raise ValueError(f"set_len({length}) exceeds capacity({len(self._mv) - self._start})")
+        self._end = self._start + length
 
     def truncate(self, n: int) -> None:
         """Keep only the first ``n`` readable bytes (no-op if ``n >= len``)."""
         length = check_nonneg("n", n)
-        if length < self._len - self._pos:
-            self._len = self._pos + length
+        if length < self._end - self._start:
+            self._end = self._start + length
 
     def clear(self) -> None:
         """Drop every readable byte, keeping the capacity."""
-        self._len = self._pos
+        self._end = self._start
 
     # -- reading (the seed's Buf) ----------------------------------------------
 
-    def remaining(self) -> int:
-        """Readable bytes (same as ``len``)."""
-        return self._len - self._pos
-
     def chunk(self) -> memoryview:
         """The readable bytes as one writable memoryview (same as :meth:`as_memoryview`)."""
-        return self._export(self._pos, self._len)
+        return self._export(self._start, self._end)
 
     def as_memoryview(self) -> memoryview:
         """A writable memoryview of the readable bytes.
@@ -747,14 +778,7 @@ class IoBufMut:
         For a pooled buffer the memory stays out of the pool while this view
         (or anything made from it, such as a numpy array) is alive.
         """
-        return self._export(self._pos, self._len)
-
-    def advance(self, n: int) -> None:
-        """Consume ``n`` readable bytes from the front."""
-        count = check_nonneg("n", n)
-        if count > self._len - self._pos:
-            raise ValueError(f"cannot advance past end of buffer: advance({count}) with {len(self)} readable")
-        self._pos += count
+        return self._export(self._start, self._end)
 
     def copy_to_bytes(self, n: int) -> IoBuf:
         """Split off the first ``n`` readable bytes as an :class:`IoBuf`, without copying.
@@ -765,18 +789,18 @@ class IoBufMut:
         detached empty IoBuf.
         """
         count = check_nonneg("n", n)
-        readable = self._len - self._pos
+        readable = self._end - self._start
         if count > readable:
             raise ValueError(f"copy_to_bytes out of bounds: {count} > {readable} readable")
         if count == 0:
             return _empty_iobuf()
-        start = self._pos
+        start = self._start
         own = self._share()  # first: it may replace _mv (free-threaded builds)
         out = _iobuf(own.mv, start, start + count, own)
         if count == readable:
             self._detach(growable=True)
         else:
-            self._pos = start + count
+            self._start = start + count
         return out
 
     def freeze(self) -> IoBuf:
@@ -794,7 +818,7 @@ class IoBufMut:
         freezing when the IoBuf must not change.
         """
         own = self._share()  # first: it may replace _mv (free-threaded builds)
-        out = _iobuf(own.mv, self._pos, self._len, own)
+        out = _iobuf(own.mv, self._start, self._end, own)
         self._detach(growable=False)
         return out
 
@@ -815,14 +839,14 @@ class IoBufMut:
         cls = self._cls
         if cls is not None:
             # Detach with plain stores first, then count (see "Counting holders").
-            exp, mv, pos, end = self._aux, self._mv, self._pos, self._len
+            exp, mv, pos, end = self._aux, self._mv, self._start, self._end
             self._cls = None
             self._aux = None
             self._mv = _DETACHED
-            self._pos = 0
-            self._len = 0
+            self._start = 0
+            self._end = 0
             if exp is not None and _exporter_refs(exp) > _EXPORTER_ALONE_LOCAL:
-                self._mv, self._pos, self._len, self._aux, self._cls = mv, pos, end, exp, cls
+                self._mv, self._start, self._end, self._aux, self._cls = mv, pos, end, exp, cls
                 raise BufferError(_VIEWS_ALIVE)
             if exp is not None:
                 exp._done = True  # the exporter's finalizer has nothing left to do
@@ -837,8 +861,8 @@ class IoBufMut:
             self._aux.cls = None
             self._aux.mv = _DETACHED
             self._mv = _DETACHED
-            self._pos = 0
-            self._len = 0
+            self._start = 0
+            self._end = 0
             self._grow = False
             if _lease_refs(self._aux) > _LEASE_BASELINE or _view_refs(self._aux) > _EXPORT_BASELINE:
                 # A holder or a view appeared meanwhile: it keeps the memory.
@@ -862,24 +886,6 @@ class IoBufMut:
 
     # -- Python protocols ------------------------------------------------------
 
-    if FREE_THREADED:
-
-        def __bytes__(self) -> bytes:
-            # No cast: bytes() copies any format, and "<B" is one fewer view.
-            return bytes(memoryview(self._mv.obj)[self._pos : self._len])
-
-    else:
-
-        def __bytes__(self) -> bytes:
-            return bytes(self._mv[self._pos : self._len])
-
-    def __eq__(self, other: object) -> bool:
-        try:
-            theirs = _as_bytes(other, "other")
-        except TypeError:
-            return NotImplemented
-        return self._read_view() == theirs
-
     __hash__ = None  # type: ignore[assignment]
 
     def __buffer__(self, flags: int) -> memoryview:
@@ -888,7 +894,7 @@ class IoBufMut:
         The view is writable and, like :meth:`as_memoryview`, keeps pooled
         memory out of the pool until it is released or dropped.
         """
-        return self._export(self._pos, self._len)
+        return self._export(self._start, self._end)
 
     def __release_buffer__(self, view: memoryview) -> None:
         view.release()
@@ -992,7 +998,7 @@ class IoBufMut:
             _release(cls, self._mv, self._aux)
 
 
-class IoBuf:
+class IoBuf(_Readable):
     """An immutable view of bytes; cheap to clone and slice, never copying.
 
     ``IoBuf(data)`` wraps ``bytes`` without copying and copies any other
@@ -1005,11 +1011,8 @@ class IoBuf:
     (b'header:', b'payload', True)
     """
 
-    __slots__ = ("_mv", "_start", "_end", "_own")
+    __slots__ = ("_own",)
 
-    _mv: memoryview
-    _start: int
-    _end: int
     _own: _Lease | None
 
     def __init__(self, data: BytesLike = b"") -> None:
@@ -1027,12 +1030,6 @@ class IoBuf:
         return _iobuf(memoryview(copied), 0, len(copied), None)
 
     # -- size and identity -----------------------------------------------------
-
-    def __len__(self) -> int:
-        return self._end - self._start
-
-    def __bool__(self) -> bool:
-        return self._end > self._start
 
     @property
     def is_pooled(self) -> bool:
@@ -1053,16 +1050,6 @@ class IoBuf:
 
     # -- views -----------------------------------------------------------------
 
-    if FREE_THREADED:
-
-        def _read_view(self) -> memoryview:
-            return memoryview(self._mv.obj).cast("B")[self._start : self._end]
-
-    else:
-
-        def _read_view(self) -> memoryview:
-            return self._mv[self._start : self._end]
-
     def as_memoryview(self) -> memoryview:
         """A read-only memoryview of the bytes; it keeps pooled memory out of the pool."""
         own = self._own
@@ -1073,17 +1060,6 @@ class IoBuf:
     def chunk(self) -> memoryview:
         """The readable bytes as one read-only memoryview (same as :meth:`as_memoryview`)."""
         return self.as_memoryview()
-
-    def remaining(self) -> int:
-        """Readable bytes (same as ``len``)."""
-        return self._end - self._start
-
-    def advance(self, n: int) -> None:
-        """Consume ``n`` bytes from the front."""
-        count = check_nonneg("n", n)
-        if count > self._end - self._start:
-            raise ValueError(f"cannot advance past end of buffer: advance({count}) with {len(self)} readable")
-        self._start += count
 
     def _set_detached(self) -> None:
         self._mv = _NO_BYTES
@@ -1263,8 +1239,8 @@ class IoBuf:
             b._aux = None
             return None
         b._mv = mv
-        b._pos = start
-        b._len = end
+        b._start = start
+        b._end = end
         b._cls = cls
         self._own = None
         return b
@@ -1291,24 +1267,6 @@ class IoBuf:
         return out
 
     # -- Python protocols ---------------------------------------------------------------
-
-    if FREE_THREADED:
-
-        def __bytes__(self) -> bytes:
-            # No cast: bytes() copies any format, and "<B" is one fewer view.
-            return bytes(memoryview(self._mv.obj)[self._start : self._end])
-
-    else:
-
-        def __bytes__(self) -> bytes:
-            return bytes(self._mv[self._start : self._end])
-
-    def __eq__(self, other: object) -> bool:
-        try:
-            theirs = _as_bytes(other, "other")
-        except TypeError:
-            return NotImplemented
-        return self._read_view() == theirs
 
     def __hash__(self) -> int:
         return hash(bytes(self))
@@ -1388,12 +1346,12 @@ def split_filled(buf: IoBufMut) -> IoBuf:
     Unlike :meth:`IoBufMut.copy_to_bytes` this never detaches ``buf`` when it
     takes everything, so a receive loop can keep filling one pooled buffer.
     """
-    start, end = buf._pos, buf._len
+    start, end = buf._start, buf._end
     if start == end:
         return _empty_iobuf()
     own = buf._share()  # first: it may replace _mv (free-threaded builds)
     out = _iobuf(own.mv, start, end, own)
-    buf._pos = end
+    buf._start = end
     return out
 
 
