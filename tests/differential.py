@@ -5,7 +5,8 @@ in use in the test process and the other in a worker process (this module run
 as ``python -m tests.differential``, one JSON sequence per stdin line, one JSON
 outcome list per stdout line), and requires identical outcomes: bytes, lengths,
 capacities, exceptions with their messages, and pool stats. Addresses differ
-between processes, so only their alignment is reported.
+between processes, so only a pooled buffer's alignment is reported (a heap
+buffer's is unspecified: ``bytearray`` in one core, ``calloc`` in the other).
 
 An operation is a list ``[name, *args]``; slots are indexes into the list of
 live objects (buffers, IoBufs, memoryviews), taken modulo its length.
@@ -26,7 +27,8 @@ CONFIG = BufferPoolConfig(min_size=64, max_size=256, max_per_class=3, alignment=
 
 def _describe(obj: Any) -> list[Any]:
     if isinstance(obj, IoBufMut):
-        return ["mut", bytes(obj).hex(), obj.capacity, obj.is_pooled, obj.address % 64 if obj else 0]
+        alignment = obj.address % 64 if obj and obj.is_pooled else None
+        return ["mut", bytes(obj).hex(), obj.capacity, obj.is_pooled, alignment]
     if isinstance(obj, IoBuf):
         return ["buf", bytes(obj).hex(), obj.is_pooled]
     if isinstance(obj, memoryview):
