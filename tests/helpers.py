@@ -43,8 +43,13 @@ def available(pool: BufferPool, size: int) -> int:
 
 
 def mapped(address: int) -> bool:
-    """Whether a memory mapping of this process starts at ``address`` (pooled
-    buffers of a page or more are anonymous mappings of their own, in both cores)."""
-    prefix = f"{address:x}-"
+    """Whether ``address`` lies in memory mapped into this process. Pooled buffers
+    of a page or more are anonymous mappings of their own in both cores, so one
+    that was freed is unmapped (the kernel may have merged its mapping with a
+    neighbour's while it lived, hence containment, not a mapping's start)."""
     with open("/proc/self/maps") as maps:
-        return any(line.startswith(prefix) for line in maps)
+        for line in maps:
+            start, end = (int(x, 16) for x in line.split(maxsplit=1)[0].split("-"))
+            if start <= address < end:
+                return True
+    return False
