@@ -9,7 +9,7 @@ Each class keeps free buffers in two places:
    a plain list used as a LIFO stack of at most ``cache_capacity`` buffers.
    Only its own thread touches it, so the hot path (``take`` on a hit,
    ``give_back`` with room) is a list ``pop``/``append`` and takes no lock.
-   ``BufferPool.try_alloc`` and ``IoBufMut.__del__`` inline the cache hit;
+   ``PoolCore.try_alloc`` (``_alloc``) and ``IoBufMut.__del__`` inline the cache hit;
    everything else goes through the methods here.
 2. **The shared freelist**: ``stripes``, a power-of-two number of lists.
    A thread starts at its home stripe (a per-thread id) and probes the others.
@@ -85,7 +85,7 @@ build's allocate/drop path touches the class and its ``threading.local`` on
 every call from every thread (``buf._cls = cls``, ``cls.local.cache``,
 ``cls.cache_capacity``), which held two threads near the speed of one
 (measured figures: docs/performance.md). So on
-free-threaded builds (``BufferPool._try_alloc_facets`` and
+free-threaded builds (``PoolCore._try_alloc_facets`` and
 ``IoBufMut._del_facets``; GIL builds keep ``_try_alloc_local`` and
 ``_del_local``, cheaper there) each thread allocates through its own *facet*
 of each class: a ``SizeClass`` that thread made (:meth:`SizeClass.facet`), so
@@ -436,7 +436,7 @@ class SizeClass:
         self.addresses[id(mv)] = address_of(mv)
         return mv
 
-    # -- returning (the allocation hit is inlined in BufferPool.try_alloc) -----
+    # -- returning (the allocation hit is inlined in PoolCore.try_alloc) -------
 
     def give_back(self, mv: memoryview) -> None:
         """Return a buffer nothing reaches any more to the calling thread's cache."""

@@ -550,7 +550,7 @@ class IoBufMut(_Readable):
     #   direct pooled: _cls is the SizeClass, _aux None or the exporter;
     #   shared:        _cls None, _aux the _Lease shared with IoBufs;
     #   untracked:     _cls None, _aux None or _EXPORTED.
-    # BufferPool.try_alloc builds the direct pooled state inline (the hot path).
+    # PoolCore.try_alloc (_alloc) builds the direct pooled state inline (the hot path).
     __slots__ = ("_cls", "_aux", "_grow")
 
     _cls: SizeClass | None
