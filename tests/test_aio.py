@@ -124,7 +124,7 @@ def test_frames_received_into_one_buffer_come_back_without_copying(
     pool = network_pool()
 
     async def main() -> None:
-        reader, writer, _, peer = await pooled_pair(pool)
+        reader, writer, _, peer = await pooled_pair(pool, copy_max=0)  # views at every size
         waiting = asyncio.create_task(reader.readexactly(4096))
         await asyncio.sleep(0.01)  # the read waits before the bytes arrive
         peer.write(b"x" * 4096)
@@ -148,7 +148,7 @@ def test_a_frame_straddling_two_receive_buffers_is_copied_once(run: Callable[[Aw
     pool = network_pool()
 
     async def main() -> None:
-        reader, writer, _, peer = await pooled_pair(pool, chunk_size=2048)
+        reader, writer, _, peer = await pooled_pair(pool, chunk_size=2048, copy_max=0)
         body = random.Random(4).randbytes(3000)
         peer.write(body)
         for _ in range(1000):  # nobody waits: the bytes fill 2 KiB buffers as they come
@@ -262,7 +262,7 @@ def test_a_read_that_raises_leaves_the_buffered_bytes(run: Callable[[Awaitable[A
     body = random.Random(12).randbytes(2999).replace(b"\n", b"_") + b"\n"
 
     async def main() -> None:
-        reader, writer, _, peer = await pooled_pair(pool, chunk_size=2048)
+        reader, writer, _, peer = await pooled_pair(pool, chunk_size=2048, copy_max=0)
         try:
             peer.write(body)
             peer.write_eof()

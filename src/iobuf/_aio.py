@@ -2,17 +2,26 @@
 
 What it owns: :class:`PooledReader`, an ``asyncio.BufferedProtocol`` whose
 ``get_buffer`` hands the event loop the spare capacity of a pooled buffer and
-which serves the received bytes as :class:`~iobuf.IoBuf` views
-(``readexactly``, ``readuntil``, ``read``); :class:`PooledWriter`, which
+which serves the received bytes as :class:`~iobuf.IoBuf` objects
+(``readexactly``, ``readuntil``, ``readline``, ``read``); :class:`PooledWriter`, which
 writes IoBuf/IoBufs without copying them first; and the
 :func:`open_connection`/:func:`start_server` helpers shaped like asyncio's.
 
 Invariants:
 - Received bytes live in the pooled buffer they were received into: each
   ``buffer_updated`` splits the new bytes off that buffer as an IoBuf sharing
-  its memory (adjacent pieces of one buffer are merged), so a frame that was
-  received into one buffer comes back from ``readexactly`` zero-copy. A frame
-  that straddles two buffers is copied once, into a buffer of the same pool.
+  its memory (adjacent pieces of one buffer are merged).
+- What a read returns never pins more than itself when it is small: a result
+  of at most ``copy_max`` bytes is a copy in memory of its own size (cheap at
+  that size, and an application that keeps many small values would otherwise
+  keep whole receive buffers alive). A larger result received into one buffer
+  is a view of it (zero-copy); one that straddles buffers is copied once, into
+  a buffer of the same pool. ``readexactly_chain`` always returns views.
+- Receive buffers are sized adaptively (``buffer_updated``): the size doubles
+  after a receive that filled it and halves after two receives in a row that
+  used under a quarter, within ``[MIN_GUESS, chunk_size]``. A read that has
+  consumed everything and waits lets go of the receive buffer, so an idle
+  connection holds none.
 - While a ``readexactly(n)`` waits, the loop is offered at most the missing
   bytes and a buffer big enough for them, so frames start on buffer
   boundaries whenever the reader keeps up.
@@ -64,7 +73,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 from ._chain import IoBufs, front_views
 from ._errors import Exhausted, Oversized, PoolClosed, PoolError, check_nonneg, check_positive
-from ._impl import IoBuf, IoBufMut, _empty_iobuf, join_adjacent, split_filled
+from ._impl import IoBuf, IoBufMut, _empty_iobuf, join_adjacent, split_filled, take_front
 from ._pool import BufferPool
 
 if TYPE_CHECKING:
@@ -72,9 +81,15 @@ if TYPE_CHECKING:
 
 __all__ = ["PooledReader", "PooledWriter", "open_connection", "start_server"]
 
-#: Receive buffer size, capped at the pool's largest class, unless a waiting
+#: The largest receive buffer, capped at the pool's largest class, unless a waiting
 #: ``readexactly`` needs more (asyncio's own sockets receive at most 256 KiB at once).
 DEFAULT_CHUNK: Final = 1 << 18
+#: The first receive buffer's size; later ones adapt to what arrives (see ``buffer_updated``).
+FIRST_GUESS: Final = 1 << 14
+#: The smallest adaptive receive size, and the least spare room worth offering the loop.
+MIN_GUESS: Final = 1 << 10
+#: Reads of at most this many bytes are copied out of the receive buffer (see ``copy_max``).
+DEFAULT_COPY_MAX: Final = 1 << 14
 #: ``readuntil``'s default limit, as asyncio's streams.
 DEFAULT_LIMIT: Final = 1 << 16
 #: Retry delays (seconds) while starved: doubling from the first to the last.
@@ -92,8 +107,13 @@ class PooledReader(asyncio.BufferedProtocol):
 
     Use it through :func:`open_connection`/:func:`start_server`, or pass
     ``lambda: PooledReader(pool)`` to ``loop.create_connection``. Reads return
-    :class:`~iobuf.IoBuf` views of pooled memory; drop them to give the memory
-    back.
+    :class:`~iobuf.IoBuf` objects: up to ``copy_max`` bytes (16 KiB) a copy
+    of their own size, larger ones views of the pooled receive buffer (drop
+    them, or keep ``view.compact()``, to give the buffer back).
+
+    ``chunk_size`` is the largest receive buffer (256 KiB, capped at the
+    pool's largest class); ``high_water`` the unread bytes above which reading
+    pauses (16 receive buffers); ``limit`` as ``asyncio.StreamReader``'s.
     """
 
     def __init__(
@@ -103,6 +123,7 @@ class PooledReader(asyncio.BufferedProtocol):
         chunk_size: int | None = None,
         high_water: int | None = None,
         limit: int = DEFAULT_LIMIT,
+        copy_max: int = DEFAULT_COPY_MAX,
         client_connected_cb: ClientConnected | None = None,
     ) -> None:
         if not isinstance(pool, BufferPool):
@@ -114,6 +135,10 @@ class PooledReader(asyncio.BufferedProtocol):
         high = 16 * self._chunk_size if high_water is None else check_positive("high_water", high_water)
         self._high = high
         self._limit = check_positive("limit", limit)
+        self._copy_max = check_nonneg("copy_max", copy_max)
+        self._guess = min(FIRST_GUESS, self._chunk_size)  # the next receive buffer's size
+        self._small_reads = 0  # receives in a row that used under a quarter of the guess
+        self._min_spare = min(MIN_GUESS, self._chunk_size)  # less spare room: a fresh buffer
         self._chain = IoBufs()
         self._cur: IoBufMut | None = None
         self._want = 0  # bytes a waiting read needs buffered (0: none waiting)
@@ -152,9 +177,27 @@ class PooledReader(asyncio.BufferedProtocol):
 
     @property
     def copied_bytes(self) -> int:
-        """Bytes that reads had to copy because they straddled receive buffers
-        (the rest were handed out as views of the buffers they arrived in)."""
+        """Bytes that reads had to copy because they straddled receive buffers.
+
+        Not counted: reads of at most ``copy_max`` bytes, which are always
+        copied out (by design, so that they pin no receive buffer).
+        """
         return self._copied
+
+    @property
+    def chunk_size(self) -> int:
+        """The largest receive buffer (a waiting ``readexactly`` may get a larger one)."""
+        return self._chunk_size
+
+    @property
+    def high_water(self) -> int:
+        """Unread bytes above which reading pauses (unless a read waits for more)."""
+        return self._high
+
+    @property
+    def copy_max(self) -> int:
+        """Reads of at most this many bytes return a copy; larger ones return views."""
+        return self._copy_max
 
     @property
     def heap_fallbacks(self) -> int:
@@ -194,7 +237,7 @@ class PooledReader(asyncio.BufferedProtocol):
     def get_buffer(self, sizehint: int) -> memoryview:
         cur = self._cur
         spare = 0 if cur is None else cur.capacity - len(cur)
-        if spare == 0 or (self._want - len(self._chain) > spare and not self._chain):
+        if spare < self._min_spare or (self._want - self._chain._len > spare and not self._chain._len):
             cur = self._fresh_buffer()
         assert cur is not None
         return cur.spare_capacity()
@@ -207,10 +250,11 @@ class PooledReader(asyncio.BufferedProtocol):
         third of the bytes instead of a quarter, so a straddling frame is
         copied once, when it is read.)
         """
-        need = self._want - len(self._chain)
+        need = self._want - self._chain._len
+        guess = self._guess
         # A frame the pool cannot hold in one buffer is received in chunks (and
         # copied once when read); never size a buffer by an unbounded request.
-        size = need if self._chunk_size < need <= self._pool.config.max_size else self._chunk_size
+        size = need if guess < need <= self._pool.config.max_size else guess
         fresh = self._next_buffer(size)
         self._cur = fresh
         return fresh
@@ -233,6 +277,20 @@ class PooledReader(asyncio.BufferedProtocol):
         else:
             chunks.append(piece)
         chain._len += nbytes
+        # Adaptive receive size (as Netty's adaptive allocator): double after a
+        # receive that filled the guess, halve after two in a row that used
+        # under a quarter of it.
+        guess = self._guess
+        if nbytes >= guess:
+            self._guess = min(guess * 2, self._chunk_size)
+            self._small_reads = 0
+        elif nbytes * 4 < guess and guess > MIN_GUESS:
+            self._small_reads += 1
+            if self._small_reads == 2:
+                self._guess = max(guess // 2, MIN_GUESS)
+                self._small_reads = 0
+        else:
+            self._small_reads = 0
         if chain._len >= self._want:
             self._wake()
         if chain._len >= self._high or self._starved:
@@ -279,13 +337,23 @@ class PooledReader(asyncio.BufferedProtocol):
     async def readexactly(self, n: int) -> IoBuf:
         """Exactly ``n`` bytes as one IoBuf.
 
-        Zero-copy when they were received into one buffer; otherwise copied
-        once into a buffer of the pool. Raises ``asyncio.IncompleteReadError``
-        (with the bytes that did arrive) if the stream ends first.
+        Up to ``copy_max`` bytes: a copy in memory of their own size. Larger:
+        a view of the receive buffer they arrived in, or, if they straddle
+        receive buffers, a copy in one buffer of the pool. Raises
+        ``asyncio.IncompleteReadError`` (with the bytes that did arrive) if the
+        stream ends first.
         """
+        if self._exc is None:  # fast path: the bytes are in the first receive buffer
+            chain = self._chain
+            out = take_front(chain._chunks, n, self._copy_max)
+            if out is not None:
+                chain._len -= n
+                if self._paused:
+                    self._update_pause()
+                return out
         count = check_nonneg("n", n)
         self._raise_pending()  # first, even with the bytes buffered (as StreamReader)
-        if len(self._chain) < count:
+        if self._chain._len < count:
             await self._fill(count)
         return self._take(count)
 
@@ -324,16 +392,19 @@ class PooledReader(asyncio.BufferedProtocol):
             chain.advance(len(chain))
             self._consumed()
             return out
-        if not self._chain:
+        chain = self._chain
+        if not chain._len:
             if not self._eof:
                 await self._wait(1)
-            if not self._chain:
+            if not chain._len:
                 self._raise_pending()
                 return _empty_iobuf()
-        first = self._chain._chunks[0]
-        out = self._chain.copy_to_bytes(min(n, len(first)))
+        count = min(n, len(chain._chunks[0]))
+        taken = take_front(chain._chunks, count, self._copy_max)
+        assert taken is not None  # the first chunk holds count bytes
+        chain._len -= count
         self._consumed()
-        return out
+        return taken
 
     async def readuntil(self, separator: bytes | tuple[bytes, ...] = b"\n") -> IoBuf:
         """The bytes up to and including ``separator``, as ``asyncio.StreamReader.readuntil``.
@@ -345,6 +416,12 @@ class PooledReader(asyncio.BufferedProtocol):
         buffered. Raises ``asyncio.IncompleteReadError`` at EOF, with the bytes
         that did arrive, taken from the buffer.
         """
+        chunks = self._chain._chunks
+        if chunks and self._exc is None and type(separator) is bytes and separator:
+            # Fast path: a separator in the first receive buffer is the first one.
+            start = chunks[0].find(separator)
+            if 0 <= start <= self._limit:
+                return self._take_found(start + len(separator))
         finders = _separators(separator)
         self._raise_pending()
         min_len = finders[0][0]
@@ -381,6 +458,11 @@ class PooledReader(asyncio.BufferedProtocol):
         ``limit`` raises ``ValueError`` and is dropped: through its newline, or
         everything buffered if none was found.
         """
+        chunks = self._chain._chunks
+        if chunks and self._exc is None:  # fast path: a newline in the first receive buffer
+            start = chunks[0].find(b"\n")
+            if 0 <= start <= self._limit:
+                return self._take_found(start + 1)
         try:
             return await self.readuntil(b"\n")
         except asyncio.IncompleteReadError as e:
@@ -429,21 +511,30 @@ class PooledReader(asyncio.BufferedProtocol):
             base = end
         return -1
 
+    def _take_found(self, count: int) -> IoBuf:
+        """The first ``count`` bytes, which the first receive buffer holds."""
+        chain = self._chain
+        out = take_front(chain._chunks, count, self._copy_max)
+        assert out is not None
+        chain._len -= count
+        if self._paused:
+            self._update_pause()
+        return out
+
     def _take(self, count: int) -> IoBuf:
         """The first ``count <= buffered`` bytes as one IoBuf, taken from the buffer.
 
-        Zero-copy within one receive buffer; otherwise copied into a pool buffer,
-        and taken only once the copy is made, so a failure leaves them buffered.
+        Within one receive buffer: as ``take_front`` (a copy up to ``copy_max``
+        bytes, else a view). Straddling buffers: copied, and taken only once the
+        copy is made, so a failure leaves them buffered.
         """
         chain = self._chain
-        chunks = chain._chunks
-        if chunks and len(chunks[0]) >= count:
-            out = chain.copy_to_bytes(count)
-        elif count == 0:
-            out = _empty_iobuf()
+        out = take_front(chain._chunks, count, self._copy_max)
+        if out is not None:
+            chain._len -= count
         else:
             out = self._copy_front(count)
-            chain.advance(count)
+            chain._drop_front(count)
             self._copied += count
         if self._paused:
             self._update_pause()
@@ -451,9 +542,13 @@ class PooledReader(asyncio.BufferedProtocol):
 
     def _copy_front(self, count: int) -> IoBuf:
         """A copy of the first ``count`` buffered bytes, which straddle receive
-        buffers, in one buffer of the pool; takes nothing from the reader."""
+        buffers: on the heap up to ``copy_max`` bytes, else in one buffer of the
+        pool; takes nothing from the reader."""
+        views = front_views(self._chain._chunks, count)
+        if count <= self._copy_max:
+            return IoBuf(b"".join(views))
         out = self._pool.alloc(count)
-        for view in front_views(self._chain._chunks, count):
+        for view in views:
             out.put_slice(view)
         return out.freeze()
 
@@ -470,6 +565,10 @@ class PooledReader(asyncio.BufferedProtocol):
         if self._waiter is not None:
             raise RuntimeError("another coroutine is already waiting for data on this reader")
         self._raise_pending()
+        if not self._chain._len:
+            # Everything received was read: let go of the receive buffer, so an
+            # idle connection holds none (the next receive takes a fresh one).
+            self._cur = None
         waiter = self._waiter = asyncio.get_running_loop().create_future()
         self._want = count
         if self._paused:
@@ -701,13 +800,16 @@ async def open_connection(
     chunk_size: int | None = None,
     high_water: int | None = None,
     limit: int = DEFAULT_LIMIT,
+    copy_max: int = DEFAULT_COPY_MAX,
     **kwds: Any,
 ) -> tuple[PooledReader, PooledWriter]:
     """Like ``asyncio.open_connection``, receiving into ``pool``'s buffers."""
     # Any: typeshed's overloads insist on a str host, but sock=... takes None.
     loop: Any = asyncio.get_running_loop()
     transport, protocol = await loop.create_connection(
-        lambda: PooledReader(pool, chunk_size=chunk_size, high_water=high_water, limit=limit),
+        lambda: PooledReader(
+            pool, chunk_size=chunk_size, high_water=high_water, limit=limit, copy_max=copy_max
+        ),
         host,
         port,
         **kwds,
@@ -724,6 +826,7 @@ async def start_server(
     chunk_size: int | None = None,
     high_water: int | None = None,
     limit: int = DEFAULT_LIMIT,
+    copy_max: int = DEFAULT_COPY_MAX,
     **kwds: Any,
 ) -> asyncio.Server:
     """Like ``asyncio.start_server``: ``client_connected_cb(reader, writer)`` runs
@@ -737,6 +840,7 @@ async def start_server(
             chunk_size=chunk_size,
             high_water=high_water,
             limit=limit,
+            copy_max=copy_max,
             client_connected_cb=client_connected_cb,
         ),
         host,

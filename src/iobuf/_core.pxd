@@ -5,7 +5,10 @@ from cpython.object cimport PyObject
 from cpython.buffer cimport Py_buffer, PyBUF_WRITABLE, PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES, PyBUF_SIMPLE, PyObject_GetBuffer, PyBuffer_Release
 from cpython.slice cimport PySlice_Unpack, PySlice_AdjustIndices
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
-from libc.string cimport memcpy, memset, memmove, memcmp
+from libc.string cimport memcpy, memset, memmove, memcmp, memchr
+
+cdef extern from "string.h" nogil:
+    void *memmem(const void *haystack, size_t n, const void *needle, size_t m)
 
 cdef extern from "stdlib.h" nogil:
     void free(void *p)
@@ -20,6 +23,8 @@ cdef extern from "Python.h":
     long PyLong_AsLongAndOverflow(object o, int *overflow) except? -1
     void Py_INCREF(object o)
     void Py_DECREF(object o)
+    Py_ssize_t PyNumber_AsSsize_t(object o, PyObject *exc) except? -1
+    Py_ssize_t PY_SSIZE_T_MAX
 
 # Small C helpers (see the module notes in _core.py).
 cdef extern from *:

@@ -1042,6 +1042,17 @@ def _as_bytes(data, name):
     return memoryview(view.tobytes())  # strided: the bytes in order, copied
 
 
+def _needle(sub) -> bytes:
+    """``find``'s ``sub`` as bytes: a bytes-like object, or an int in range(256) (as ``bytes.find``)."""
+    if isinstance(sub, int) and not isinstance(sub, bool):
+        if not 0 <= sub < 256:
+            raise ValueError("byte must be in range(0, 256)")
+        return bytes((sub,))
+    if type(sub) is bytes:
+        return sub
+    return bytes(_as_bytes(sub, "sub"))
+
+
 def _preview(view) -> str:
     if len(view) <= 32:
         return repr(bytes(view))
@@ -1809,6 +1820,52 @@ class IoBuf:
         # else the array pins nothing once this IoBuf is released or moved on.
         pass
 
+    def find(self, sub, start=None, end=None) -> int:
+        """The lowest index of ``sub`` in this view's bytes ``[start:end]``, or -1, as ``bytes.find``."""
+        needle: bytes = _needle(sub)
+        # Indices are converted before the window is read: __index__ may run
+        # Python code that moves this view.
+        a: cython.Py_ssize_t = 0 if start is None else PyNumber_AsSsize_t(start, cython.NULL)
+        b: cython.Py_ssize_t = PY_SSIZE_T_MAX if end is None else PyNumber_AsSsize_t(end, cython.NULL)
+        lo: cython.Py_ssize_t = self._lo
+        n: cython.Py_ssize_t = self._hi - lo
+        # bytes.find's index rules: negatives count from the end; ``end`` is
+        # clamped to the length, ``start`` is not (past the end: nothing found).
+        if b > n:
+            b = n
+        elif b < 0:
+            b = max(b + n, 0)
+        if a < 0:
+            a = max(a + n, 0)
+        m: cython.Py_ssize_t = PyBytes_GET_SIZE(needle)
+        if b - a < m:
+            return -1
+        if m == 0:
+            return a
+        p: cython.p_char = self.base + lo
+        hit: cython.p_void
+        if m == 1:
+            hit = memchr(p + a, cython.cast(cython.uchar, PyBytes_AS_STRING(needle)[0]), b - a)
+        else:
+            hit = memmem(p + a, b - a, PyBytes_AS_STRING(needle), m)
+        if hit == cython.NULL:
+            return -1
+        return cython.cast(cython.p_char, hit) - p
+
+    def compact(self) -> IoBuf:
+        """These bytes in memory of exactly their size: ``self`` when the view
+        already spans all of its memory, else a copy on the heap.
+
+        Keep the result instead of a small view of a large buffer: the large
+        buffer goes back to its pool once nothing else views it.
+        """
+        n: cython.Py_ssize_t = self._hi - self._lo
+        if n == 0:
+            return new_iobuf(_EMPTY, 0, 0)
+        if self._lo == 0 and self._hi == self.blk.size:
+            return self
+        return new_iobuf(bytes_block(PyBytes_FromStringAndSize(self.base + self._lo, n)), 0, n)
+
     def __bytes__(self) -> bytes:
         return PyBytes_FromStringAndSize(self.base + self._lo, self._hi - self._lo)
 
@@ -1861,6 +1918,38 @@ def split_filled(buf: IoBufMut) -> IoBuf:
     blk: Block = buf.share()
     out: IoBuf = new_iobuf(blk, start, end)
     buf._pos = end
+    return out
+
+
+def take_front(chunks, n, copy_max: cython.Py_ssize_t):
+    """The first ``n`` bytes of a chain's chunks (a deque of non-empty IoBufs),
+    taken from it, when they lie in its first chunk: copied into a right-sized
+    heap buffer when ``n <= copy_max`` (so what a caller keeps pins no
+    receive buffer), else a view of the chunk. A drained chunk is removed.
+    None, changing nothing, when the first chunk holds fewer than ``n`` bytes
+    or ``n`` is not an int >= 0; the caller updates its cached length."""
+    count: cython.Py_ssize_t
+    if type(n) is not int or n < 0:
+        return None
+    count = n
+    if count == 0:
+        return new_iobuf(_EMPTY, 0, 0)
+    if not chunks:
+        return None
+    first: IoBuf = chunks[0]
+    start: cython.Py_ssize_t = first._lo
+    avail: cython.Py_ssize_t = first._hi - start
+    if count > avail:
+        return None
+    out: IoBuf
+    if count <= copy_max:
+        out = new_iobuf(bytes_block(PyBytes_FromStringAndSize(first.base + start, count)), 0, count)
+    else:
+        out = new_iobuf(first.blk, start, start + count)
+    if count == avail:
+        chunks.popleft()
+    else:
+        first._lo = start + count
     return out
 
 

@@ -45,6 +45,7 @@ __all__ = [
     "flush_thread_cache",
     "join_adjacent",
     "split_filled",
+    "take_front",
 ]
 
 
@@ -78,6 +79,7 @@ if TYPE_CHECKING or not _compiled:
         _preview,
         join_adjacent,
         split_filled,
+        take_front,
     )
 else:
     from ._core import (  # type: ignore[no-redef]
@@ -91,6 +93,7 @@ else:
         flush_thread_cache,
         join_adjacent,
         split_filled,
+        take_front,
     )
 
 IMPLEMENTATION: Final[str] = "compiled" if _compiled else "python"

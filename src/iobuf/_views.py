@@ -90,17 +90,21 @@ from __future__ import annotations
 
 import builtins
 import ctypes
+import functools
 import gc
 import itertools
+import operator
 import os
+import re
 import sys
 import threading
-from typing import TYPE_CHECKING, Any, Final, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, SupportsIndex, TypeAlias
 
 from ._errors import check_nonneg
 from ._memory import FREE_THREADED, address_of, aligned_block, shareable_view
 
 if TYPE_CHECKING:
+    from collections import deque
     from collections.abc import Callable
 
     from typing_extensions import Buffer
@@ -1266,6 +1270,50 @@ class IoBuf(_Readable):
             self._set_detached()
         return out
 
+    # -- searching and compacting ---------------------------------------------------------
+
+    def find(
+        self, sub: BytesLike | int, start: SupportsIndex | None = None, end: SupportsIndex | None = None
+    ) -> int:
+        """The lowest index of ``sub`` in this view's bytes ``[start:end]``, or -1, as ``bytes.find``."""
+        needle = _needle(sub)
+        # Indices are converted before the window is read: __index__ may run
+        # Python code that moves this view.
+        a = 0 if start is None else operator.index(start)
+        b = sys.maxsize if end is None else operator.index(end)
+        base = self._start
+        n = self._end - base
+        # bytes.find's index rules: negatives count from the end; ``end`` is
+        # clamped to the length, ``start`` is not (past the end: nothing found).
+        b = n if b > n else max(b + n, 0) if b < 0 else b
+        a = max(a + n, 0) if a < 0 else a
+        if b - a < len(needle):
+            return -1
+        if not needle:
+            return a
+        match = _finder(needle).search(self._mv, base + a, base + b)
+        return -1 if match is None else match.start() - base
+
+    def compact(self) -> IoBuf:
+        """These bytes in memory of exactly their size: ``self`` when the view
+        already spans all of its memory, else a copy on the heap.
+
+        Keep the result instead of a small view of a large buffer: the large
+        buffer goes back to its pool once nothing else views it.
+
+        >>> big = IoBuf(bytes(4096))
+        >>> small = big[:10].compact()
+        >>> len(small), small.compact() is small
+        (10, True)
+        """
+        start, end = self._start, self._end
+        if start == end:
+            return _empty_iobuf()
+        if start == 0 and end == self._mv.nbytes:
+            return self
+        data = bytes(self._mv[start:end])
+        return _iobuf(memoryview(data), 0, len(data), None)
+
     # -- Python protocols ---------------------------------------------------------------
 
     def __hash__(self) -> int:
@@ -1353,6 +1401,52 @@ def split_filled(buf: IoBufMut) -> IoBuf:
     out = _iobuf(own.mv, start, end, own)
     buf._start = end
     return out
+
+
+def take_front(chunks: deque[IoBuf], n: int, copy_max: int) -> IoBuf | None:
+    """The first ``n`` bytes of a chain's chunks (a deque of non-empty IoBufs),
+    taken from it, when they lie in its first chunk: copied into a right-sized
+    heap buffer when ``n <= copy_max`` (so what a caller keeps pins no
+    receive buffer), else a view of the chunk. A drained chunk is removed.
+    None, changing nothing, when the first chunk holds fewer than ``n`` bytes
+    or ``n`` is not an int >= 0; the caller updates its cached length."""
+    if type(n) is not int or n < 0:
+        return None
+    if n == 0:
+        return _empty_iobuf()
+    if not chunks:
+        return None
+    first = chunks[0]
+    start = first._start
+    avail = first._end - start
+    if n > avail:
+        return None
+    if n <= copy_max:
+        data = bytes(first._mv[start : start + n])
+        out = _iobuf(memoryview(data), 0, n, None)
+    else:
+        out = _iobuf(first._mv, start, start + n, first._own)
+    if n == avail:
+        chunks.popleft()
+    else:
+        first._start = start + n
+    return out
+
+
+def _needle(sub: object) -> bytes:
+    """``find``'s ``sub`` as bytes: a bytes-like object, or an int in range(256) (as ``bytes.find``)."""
+    if isinstance(sub, int) and not isinstance(sub, bool):
+        if not 0 <= sub < 256:
+            raise ValueError("byte must be in range(0, 256)")
+        return bytes((sub,))
+    if type(sub) is bytes:
+        return sub
+    return bytes(_as_bytes(sub, "sub"))
+
+
+@functools.lru_cache(maxsize=64)
+def _finder(needle: bytes) -> re.Pattern[bytes]:
+    return re.compile(re.escape(needle))
 
 
 def join_adjacent(first: IoBuf, second: IoBuf) -> IoBuf | None:

@@ -1,0 +1,239 @@
+"""Request/response: a small key-value server on StreamReader and on PooledReader,
+driven by ``redis-benchmark`` (Debian's ``redis-tools``), a client nobody here wrote.
+
+The server speaks the part of the Redis protocol (RESP) that ``redis-benchmark
+-t set,get`` uses: each request is a line header (``*3``) then, per argument, a
+line (``$5``) and a length-prefixed value. It is written once, in
+:func:`handle`, and run on either reader:
+
+- ``streamreader``: ``asyncio.start_server``, values kept as ``bytes``;
+- ``iobuf``: ``iobuf.start_server``, values kept as the ``IoBuf`` that
+  ``readexactly`` returned (what a user who wants zero copy keeps);
+
+each on the default event loop and on uvloop. Every server runs in its own
+process; ``redis-benchmark`` runs SET then GET against it, ``-P 16``
+(pipelined) or ``-P 1`` (one request at a time), and the server's RSS is read
+from ``/proc`` after the run, with every key of the keyspace stored.
+Rounds interleave the servers; the median per cell is reported, with ratios
+iobuf / streamreader on the same loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import importlib.util
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import iobuf
+
+#: (value size, requests per redis-benchmark test, keyspace)
+SIZES: list[tuple[int, int, int]] = [
+    (100, 100_000, 10_000),
+    (4096, 50_000, 10_000),
+    (65536, 8_000, 1_000),
+    (1 << 20, 600, 100),
+]
+CLIENTS = 16
+INSTALL_HINT = "apt-get install redis-tools (Debian/Ubuntu) for redis-benchmark"
+
+
+def client_path() -> str | None:
+    """Where ``redis-benchmark`` is, or None."""
+    return shutil.which("redis-benchmark")
+
+
+def ensure_client() -> str:
+    """``redis-benchmark``, installed from Debian's packages when missing and we are root."""
+    found = client_path()
+    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "install", "-y", "-q", "redis-tools"], check=False, env=env)  # noqa: S607
+        found = client_path()
+    if found is None:
+        raise SystemExit(f"redis-benchmark not found: {INSTALL_HINT}")
+    return found
+
+
+def servers() -> list[str]:
+    names = ["streamreader", "iobuf"]
+    if importlib.util.find_spec("uvloop") is not None:
+        names += ["streamreader+uvloop", "iobuf+uvloop"]
+    return names
+
+
+# -- the server (runs in its own process) -------------------------------------------
+
+_CONFIG = {
+    b"save": b"*2\r\n$4\r\nsave\r\n$0\r\n\r\n",
+    b"appendonly": b"*2\r\n$10\r\nappendonly\r\n$2\r\nno\r\n",
+}
+
+
+async def handle(reader: Any, writer: Any, store: dict[bytes, Any], as_int: Callable[[Any], int]) -> None:
+    """One connection: RESP requests until EOF. The same code for both readers;
+    ``as_int`` parses a header's digits (``int`` where the reader's lines are bytes-like)."""
+    readline, readexactly, write = reader.readline, reader.readexactly, writer.write
+    while True:
+        line = await readline()
+        if not line:
+            break
+        args = []
+        for _ in range(as_int(line[1:])):
+            size = as_int((await readline())[1:])
+            args.append(await readexactly(size))
+            await readexactly(2)
+        command = bytes(args[0]).upper()
+        if command == b"SET":
+            store[bytes(args[1])] = args[2]
+            write(b"+OK\r\n")
+        elif command == b"GET":
+            value = store.get(bytes(args[1]))
+            if value is None:
+                write(b"$-1\r\n")
+            else:
+                writer.writelines((b"$%d\r\n" % len(value), value, b"\r\n"))
+        elif command == b"CONFIG":
+            write(_CONFIG.get(bytes(args[2]).lower(), b"*0\r\n"))
+        else:
+            write(b"-ERR unknown command\r\n")
+        await writer.drain()
+    writer.close()
+
+
+def _as_int_for(kind: str) -> Callable[[Any], int]:
+    """``int`` takes any bytes-like object; an IoBuf is one except on the pure core before 3.12."""
+    if kind.startswith("iobuf"):
+        try:
+            int(iobuf.IoBuf(b"1"))
+        except TypeError:
+            return lambda data: int(bytes(data))
+    return int
+
+
+async def _serve(kind: str) -> None:
+    store: dict[bytes, Any] = {}
+    as_int = _as_int_for(kind)
+
+    async def on_connect(reader: Any, writer: Any) -> None:
+        await handle(reader, writer, store, as_int)
+
+    if kind.startswith("iobuf"):
+        pool = iobuf.BufferPool(iobuf.BufferPoolConfig.for_network())
+        server = await iobuf.start_server(on_connect, "127.0.0.1", 0, pool=pool)
+    else:
+        server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    stop = asyncio.get_running_loop().create_future()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set_result, None)
+    await stop
+    server.close()
+
+
+def serve(kind: str) -> None:  # pragma: no cover - runs in the server process
+    """The server process: print the port, serve until SIGTERM."""
+    if kind.endswith("+uvloop"):
+        importlib.import_module("uvloop").run(_serve(kind))
+    else:
+        asyncio.run(_serve(kind))
+
+
+# -- the driver ----------------------------------------------------------------------
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def measure(
+    kind: str, size: int, requests: int, keyspace: int, *, pipeline: int, client: str
+) -> dict[str, Any]:
+    """One server process, SET then GET from redis-benchmark: requests/s each, and RSS after."""
+    proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-c", f"from iobuf.bench._kv import serve; serve({kind!r})"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        out = subprocess.run(  # noqa: S603 - a fixed command line
+            [
+                *(client, "-p", str(port), "-t", "set,get", "-n", str(requests), "-c", str(CLIENTS)),
+                *("-P", str(pipeline), "-d", str(size), "-r", str(keyspace), "--csv"),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=600,
+        ).stdout
+        rates = {}
+        for row in out.splitlines()[1:]:
+            cells = [c.strip('"') for c in row.split(",")]
+            rates[cells[0].lower()] = float(cells[1])
+        return {"set": rates["set"], "get": rates["get"], "rss_kib": _rss_kib(proc.pid)}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def run(rounds: int, sizes: list[tuple[int, int, int]], log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Interleaved rounds over every (size, pipeline, server); medians per cell."""
+    client = ensure_client()
+    samples: dict[str, list[dict[str, Any]]] = {}
+    for r in range(rounds):
+        for size, requests, keyspace in sizes:
+            for pipeline in (16, 1):
+                n = requests if pipeline > 1 else max(requests // 4, 100)
+                for kind in servers():
+                    one = measure(kind, size, n, keyspace, pipeline=pipeline, client=client)
+                    samples.setdefault(f"{kind}|{size}|{pipeline}", []).append(one)
+                    log(
+                        f"round {r + 1}/{rounds} {kind:20} {size:8d} B -P {pipeline:2d}: "
+                        f"SET {one['set']:9.0f}/s GET {one['get']:9.0f}/s RSS {one['rss_kib'] // 1024} MiB"
+                    )
+    cells = {
+        key: {m: statistics.median(s[m] for s in runs) for m in ("set", "get", "rss_kib")}
+        for key, runs in samples.items()
+    }
+    return {"cells": cells, "samples": samples, "rounds": rounds, "clients": CLIENTS}
+
+
+def render(result: dict[str, Any]) -> str:
+    cells = result["cells"]
+    lines = [
+        f"redis-benchmark -t set,get, {result['clients']} clients, median of {result['rounds']} "
+        "interleaved rounds; ratio = iobuf / streamreader on the same loop",
+        "",
+        "| loop | value | pipeline | SET ratio | GET ratio | streamreader SET/s | RSS iobuf / streamreader |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for key, peer in cells.items():
+        kind, size, pipeline = key.split("|")
+        if not kind.startswith("streamreader"):
+            continue
+        ours = cells.get(f"{kind.replace('streamreader', 'iobuf')}|{size}|{pipeline}")
+        if ours is None:
+            continue
+        loop = "uvloop" if kind.endswith("+uvloop") else "asyncio"
+        lines.append(
+            f"| {loop} | {_size(int(size))} | {pipeline} | {ours['set'] / peer['set']:.2f} | "
+            f"{ours['get'] / peer['get']:.2f} | {peer['set']:.0f} | "
+            f"{ours['rss_kib'] / 1024:.0f} / {peer['rss_kib'] / 1024:.0f} MiB |"
+        )
+    return "\n".join(lines)
+
+
+def _size(n: int) -> str:
+    return f"{n >> 20} MiB" if n >= 1 << 20 else f"{n >> 10} KiB" if n >= 1024 else f"{n} B"

@@ -1,0 +1,235 @@
+"""The receive path's building blocks and its memory behaviour over real sockets:
+``IoBuf.find``, ``IoBuf.compact``, ``take_front``, small reads copied out,
+adaptive receive buffers and an idle connection holding none."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import iobuf
+from iobuf import BufferPool, BufferPoolConfig, IoBuf, PooledReader, PooledWriter
+from iobuf._impl import take_front
+
+from .helpers import class_stats
+
+
+def network_pool() -> BufferPool:
+    return BufferPool(BufferPoolConfig.for_network().with_max_per_class(256))
+
+
+def in_use(pool: BufferPool) -> int:
+    """Buffers of every class neither in the shared freelist nor this thread's cache."""
+    return sum(c.created - c.global_free - c.local_free for c in pool.stats().classes)
+
+
+def pooled(pool: BufferPool, data: bytes) -> IoBuf:
+    """``data`` in a buffer of ``pool``."""
+    buf = pool.alloc(len(data))
+    buf.put_slice(data)
+    return buf.freeze()
+
+
+# -- IoBuf.find --------------------------------------------------------------------------
+
+index = st.none() | st.integers(-40, 40)
+
+
+@given(
+    data=st.binary(max_size=32),
+    lo=st.integers(0, 8),
+    sub=st.binary(max_size=3) | st.integers(0, 255),
+    start=index,
+    end=index,
+)
+def test_find_matches_bytes_find(
+    data: bytes, lo: int, sub: bytes | int, start: int | None, end: int | None
+) -> None:
+    """On a view that starts inside its memory, ``find`` gives ``bytes.find``'s answer
+    for every needle (bytes or one byte as an int) and every start/end, negative and
+    out of range included."""
+    view = IoBuf(b"#" * lo + data)[lo:]
+    assert view.find(sub, start, end) == data.find(sub, start, end)
+
+
+def test_find_takes_any_bytes_like_needle_and_rejects_bad_ones() -> None:
+    """Needles may be any bytes-like object; a non-bytes-like needle is a TypeError and an
+    int outside range(256) a ValueError, as with ``bytes.find``."""
+    buf = IoBuf(b"key: value\r\n")
+    assert buf.find(bytearray(b"\r\n")) == 10
+    assert buf.find(memoryview(b"value")) == 5
+    assert buf.find(IoBuf(b": ")) == 3
+    with pytest.raises(TypeError):
+        buf.find("str")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="range"):
+        buf.find(256)
+    with pytest.raises(TypeError):
+        buf.find(b":", "0")  # type: ignore[arg-type]
+
+
+def test_find_searches_pooled_memory_in_place() -> None:
+    """A pooled view is searched where it lies; the result counts from the view's start."""
+    pool = network_pool()
+    whole = pooled(pool, b"x" * 3000 + b"\n" + b"y" * 100)
+    assert whole.find(b"\n") == 3000
+    assert whole[2000:].find(b"\n") == 1000
+    assert whole.find(b"x\ny") == 2999 and whole.find(b"yx") == -1
+
+
+# -- IoBuf.compact -----------------------------------------------------------------------
+
+
+def test_compact_copies_a_small_view_and_lets_the_big_buffer_go() -> None:
+    """A small view of a pooled buffer compacts into right-sized heap memory; once the
+    view is dropped the pooled buffer is back in the pool, with the copy still whole."""
+    pool = network_pool()
+    big = pooled(pool, bytes(range(256)) * 256)  # 64 KiB
+    small = big[100:110].compact()
+    del big
+    gc.collect()
+    assert in_use(pool) == 0
+    assert small == bytes(range(100, 110)) and not small.is_pooled
+    assert small.compact() is small  # already right-sized
+
+
+def test_compact_keeps_a_view_that_spans_its_memory() -> None:
+    """A view of all of its memory is returned as is; an empty view compacts to an empty one."""
+    whole = IoBuf(b"exactly")
+    assert whole.compact() is whole
+    assert len(IoBuf(b"abc")[1:1].compact()) == 0
+
+
+# -- take_front --------------------------------------------------------------------------
+
+
+def test_take_front_copies_small_reads_and_views_large_ones() -> None:
+    """Up to ``copy_max`` bytes come back as a heap copy; more as a view of the same
+    memory; a drained chunk leaves the deque; the rest of the chunk stays in place."""
+    pool = network_pool()
+    chunk = pooled(pool, bytes(range(200)))
+    address = chunk.address
+    chunks = deque([chunk])
+    small = take_front(chunks, 10, 16)
+    assert small == bytes(range(10)) and not small.is_pooled
+    large = take_front(chunks, 100, 16)
+    assert large is not None and large.is_pooled and large.address == address + 10
+    assert large == bytes(range(10, 110))
+    rest = take_front(chunks, 90, 1000)
+    assert rest == bytes(range(110, 200)) and not chunks
+
+
+def test_take_front_changes_nothing_when_it_cannot_serve() -> None:
+    """More bytes than the first chunk holds, a negative count or a non-int: None, and
+    the chunks are as they were."""
+    chunks = deque([IoBuf(b"abc"), IoBuf(b"def")])
+    for n in (4, -1, 1.0, "2", True):
+        assert take_front(chunks, n, 100) is None  # type: ignore[arg-type]
+    assert [bytes(c) for c in chunks] == [b"abc", b"def"]
+    assert take_front(deque(), 0, 0) == b""
+
+
+# -- over real sockets -------------------------------------------------------------------
+
+
+async def pooled_pair(
+    pool: BufferPool, **kw: Any
+) -> tuple[PooledReader, PooledWriter, asyncio.StreamReader, asyncio.StreamWriter]:
+    """A PooledReader/Writer on one end of a loopback TCP connection, asyncio streams on the other."""
+    accepted: asyncio.Future[tuple[PooledReader, PooledWriter]] = asyncio.get_running_loop().create_future()
+    server = await iobuf.start_server(
+        lambda r, w: accepted.set_result((r, w)), "127.0.0.1", 0, pool=pool, **kw
+    )
+    port = server.sockets[0].getsockname()[1]
+    peer_reader, peer_writer = await asyncio.open_connection("127.0.0.1", port)
+    reader, writer = await accepted
+    server.close()
+    return reader, writer, peer_reader, peer_writer
+
+
+async def close(writer: PooledWriter, peer: asyncio.StreamWriter) -> None:
+    writer.close()
+    peer.close()
+    await writer.wait_closed()
+
+
+@pytest.mark.parametrize("copy_max", [iobuf.PooledReader.__init__.__kwdefaults__["copy_max"], 0])
+def test_kept_small_values_pin_no_receive_buffer(run: Callable[[Awaitable[Any]], Any], copy_max: int) -> None:
+    """A server keeps 2,000 values of 100 bytes read with ``readexactly``, sent in one
+    burst. With the default ``copy_max`` the values are copies and every receive
+    buffer is back in the pool while they are kept; with ``copy_max=0`` they are
+    views and pin receive buffers (which shows the check can fail)."""
+    pool = network_pool()
+    values = [bytes([i % 251]) * 100 for i in range(2000)]
+
+    async def main() -> list[IoBuf]:
+        reader, writer, _, peer = await pooled_pair(pool, copy_max=copy_max)
+        peer.write(b"".join(values))
+        kept = [await reader.readexactly(100) for _ in values]
+        await close(writer, peer)
+        return kept
+
+    kept = run(main())
+    gc.collect()
+    assert kept == values
+    if copy_max:
+        assert in_use(pool) == 0
+    else:
+        assert in_use(pool) > 0
+    del kept
+    gc.collect()
+    assert in_use(pool) == 0
+
+
+def test_an_idle_connection_holds_no_receive_buffer(run: Callable[[Awaitable[Any]], Any]) -> None:
+    """Request/response over one connection: while the reader waits for the next
+    request, having read everything, no buffer of the pool is in use."""
+    pool = network_pool()
+
+    async def main() -> None:
+        reader, writer, peer_reader, peer = await pooled_pair(pool)
+        for i in range(20):
+            peer.write(b"request %d\n" % i)
+            assert await reader.readline() == b"request %d\n" % i
+            waiting = asyncio.create_task(reader.readline())
+            writer.write(b"ok\n")
+            assert await peer_reader.readline() == b"ok\n"  # the reader's task has run to its wait
+            assert in_use(pool) == 0
+            peer.write(b"\n")
+            assert await waiting == b"\n"
+        await close(writer, peer)
+
+    run(main())
+
+
+def test_receive_buffers_grow_with_bulk_traffic_and_shrink_with_small(
+    run: Callable[[Awaitable[Any]], Any],
+) -> None:
+    """Receives start at 16 KiB. A 4 MiB stream read as fast as it comes reaches the
+    pool's largest class (128 KiB); then one-line requests, one at a time, shrink the
+    receive size until the 1 KiB class serves them."""
+    pool = network_pool()
+
+    async def main() -> None:
+        reader, writer, peer_reader, peer = await pooled_pair(pool)
+        peer.write(bytes(4 << 20))
+        left = 4 << 20
+        while left:
+            left -= len(await reader.read(left))
+        assert class_stats(pool, 128 * 1024).created > 0
+        before = class_stats(pool, 1024).created
+        for i in range(40):
+            peer.write(b"ping %d\n" % i)
+            await reader.readline()
+            writer.write(b"pong\n")
+            await peer_reader.readline()
+        assert class_stats(pool, 1024).created > before
+        await close(writer, peer)
+
+    run(main())
