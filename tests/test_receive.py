@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import socket
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -231,5 +232,46 @@ def test_receive_buffers_grow_with_bulk_traffic_and_shrink_with_small(
             await peer_reader.readline()
         assert class_stats(pool, 1024).created > before
         await close(writer, peer)
+
+    run(main())
+
+
+def test_a_large_frame_whose_start_is_buffered_moves_into_one_buffer(
+    run: Callable[[Awaitable[Any]], Any],
+) -> None:
+    """A ``readexactly`` of 300,000 bytes (more than the pool's largest class) waits with
+    its first 100 bytes buffered. The next receive buffer holds the whole frame, the
+    100 bytes move into it (counted in ``copied_bytes``), and the frame comes back as
+    one view of it. The loop may ask for a buffer again after the frame is complete
+    and before the read runs (uvloop receives several times per wakeup): it always
+    gets room, never an empty buffer, and the next bytes stay in order."""
+    pool = network_pool()
+    frame = bytes(range(256)) * 1171 + b"abcd"  # 300,000 bytes
+
+    async def main() -> None:
+        a, b = socket.socketpair()
+        loop = asyncio.get_running_loop()
+        transport, reader = await loop.create_connection(lambda: PooledReader(pool), sock=a)
+
+        def receive(data: bytes) -> None:
+            """What a transport does: fill the buffer it is given, report the count."""
+            while data:
+                view = reader.get_buffer(-1)
+                assert len(view) > 0
+                n = min(len(view), len(data), 65536)
+                view[:n] = data[:n]
+                reader.buffer_updated(n)
+                data = data[n:]
+
+        receive(frame[:100])
+        waiting = asyncio.create_task(reader.readexactly(len(frame)))
+        await asyncio.sleep(0)  # one loop pass: the read runs until it waits
+        receive(frame[100:] + b"next")
+        assert len(reader.get_buffer(-1)) > 0
+        got = await waiting
+        assert got == frame and reader.copied_bytes == 100
+        assert await reader.readexactly(4) == b"next"
+        transport.close()
+        b.close()
 
     run(main())

@@ -22,9 +22,13 @@ Invariants:
   used under a quarter, within ``[MIN_GUESS, chunk_size]``. A read that has
   consumed everything and waits lets go of the receive buffer, so an idle
   connection holds none.
-- While a ``readexactly(n)`` waits, the loop is offered at most the missing
-  bytes and a buffer big enough for them, so frames start on buffer
-  boundaries whenever the reader keeps up.
+- While a ``readexactly(n)`` waits, the loop is offered a buffer big enough
+  for what it still needs, so frames start on buffer boundaries whenever the
+  reader keeps up. For ``n`` above ``copy_max`` and the adaptive receive
+  size (up to ``FRAME_MAX``) that buffer holds the whole frame, from the heap
+  when the pool's classes are too small, and the frame's first bytes, if
+  buffered, move into it: the frame comes back as one view, having copied at
+  most what was buffered.
 - Flow control, two reasons to pause reading, each lifted independently:
   *high water* (more than ``high_water`` bytes received and not yet read;
   resumes once reads bring it below) and *starved* (the pool's class is
@@ -90,6 +94,8 @@ FIRST_GUESS: Final = 1 << 14
 MIN_GUESS: Final = 1 << 10
 #: Reads of at most this many bytes are copied out of the receive buffer (see ``copy_max``).
 DEFAULT_COPY_MAX: Final = 1 << 14
+#: The largest receive buffer sized for one waiting ``readexactly``.
+FRAME_MAX: Final = 1 << 26
 #: ``readuntil``'s default limit, as asyncio's streams.
 DEFAULT_LIMIT: Final = 1 << 16
 #: Retry delays (seconds) while starved: doubling from the first to the last.
@@ -142,6 +148,7 @@ class PooledReader(asyncio.BufferedProtocol):
         self._chain = IoBufs()
         self._cur: IoBufMut | None = None
         self._want = 0  # bytes a waiting read needs buffered (0: none waiting)
+        self._whole = False  # whether the waiting read wants them as one view (readexactly)
         self._waiter: asyncio.Future[None] | None = None
         self._eof = False
         self._exc: BaseException | None = None
@@ -237,7 +244,9 @@ class PooledReader(asyncio.BufferedProtocol):
     def get_buffer(self, sizehint: int) -> memoryview:
         cur = self._cur
         spare = 0 if cur is None else cur.capacity - len(cur)
-        if spare < self._min_spare or (self._want - self._chain._len > spare and not self._chain._len):
+        if spare < self._min_spare or (
+            self._want - self._chain._len > spare and (self._whole or not self._chain._len)
+        ):
             cur = self._fresh_buffer()
         assert cur is not None
         return cur.spare_capacity()
@@ -245,17 +254,32 @@ class PooledReader(asyncio.BufferedProtocol):
     def _fresh_buffer(self) -> IoBufMut:
         """A new receive buffer with room for what a waiting read still needs.
 
-        (Moving a waiting frame's first bytes into the new buffer, so that the
-        frame ends up in one piece, was tried: on the demo's echo it copied a
-        third of the bytes instead of a quarter, so a straddling frame is
-        copied once, when it is read.)
+        A ``readexactly`` of more than ``copy_max`` bytes whose first bytes are
+        buffered and whose rest does not fit the current buffer gets a buffer
+        for the whole frame, and the first bytes move into it: a copy of part
+        of the frame now instead of all of it when it is read. (Moving them for
+        every frame was tried: on the demo's echo, where most frames fit the
+        current buffer, it copied a third of the bytes instead of a quarter.)
         """
-        need = self._want - self._chain._len
+        chain = self._chain
+        want = self._want
         guess = self._guess
-        # A frame the pool cannot hold in one buffer is received in chunks (and
-        # copied once when read); never size a buffer by an unbounded request.
-        size = need if guess < need <= self._pool.config.max_size else guess
-        fresh = self._next_buffer(size)
+        if self._whole and guess < want <= FRAME_MAX and chain._len < want:
+            # One buffer for the whole frame: from the heap (calloc'd, so its
+            # pages cost memory only as bytes arrive) when the pool's classes
+            # are too small for it.
+            fresh = self._next_buffer(want)
+            if chain._len and fresh.capacity >= want:  # (not a starved reader's small stand-in)
+                for view in front_views(chain._chunks, chain._len):
+                    fresh.put_slice(view)
+                self._copied += chain._len
+                chain._chunks.clear()
+                chain._chunks.append(split_filled(fresh))
+        else:
+            # Otherwise receive what the waiting read needs if the pool holds it
+            # in one buffer; a larger frame arrives in chunks and is copied once.
+            need = want - chain._len
+            fresh = self._next_buffer(need if guess < need <= self._pool.config.max_size else guess)
         self._cur = fresh
         return fresh
 
@@ -354,7 +378,7 @@ class PooledReader(asyncio.BufferedProtocol):
         count = check_nonneg("n", n)
         self._raise_pending()  # first, even with the bytes buffered (as StreamReader)
         if self._chain._len < count:
-            await self._fill(count)
+            await self._fill(count, whole=count > self._copy_max)
         return self._take(count)
 
     async def readexactly_chain(self, n: int) -> IoBufs:
@@ -552,16 +576,16 @@ class PooledReader(asyncio.BufferedProtocol):
             out.put_slice(view)
         return out.freeze()
 
-    async def _fill(self, count: int) -> None:
+    async def _fill(self, count: int, *, whole: bool = False) -> None:
         while len(self._chain) < count:
             if self._eof:
                 self._raise_pending()
                 partial = bytes(self._chain.split_to(len(self._chain)))
                 self._consumed()
                 raise asyncio.IncompleteReadError(partial, count)
-            await self._wait(count)
+            await self._wait(count, whole=whole)
 
-    async def _wait(self, count: int) -> None:
+    async def _wait(self, count: int, *, whole: bool = False) -> None:
         if self._waiter is not None:
             raise RuntimeError("another coroutine is already waiting for data on this reader")
         self._raise_pending()
@@ -571,6 +595,7 @@ class PooledReader(asyncio.BufferedProtocol):
             self._cur = None
         waiter = self._waiter = asyncio.get_running_loop().create_future()
         self._want = count
+        self._whole = whole
         if self._paused:
             self._update_pause()  # a read that waits for more is a reason to resume
         try:
@@ -578,6 +603,7 @@ class PooledReader(asyncio.BufferedProtocol):
         finally:
             self._waiter = None
             self._want = 0
+            self._whole = False
 
     def _wake(self) -> None:
         waiter = self._waiter

@@ -82,7 +82,10 @@ async def handle(reader: Any, writer: Any, store: dict[bytes, Any], as_int: Call
     ``as_int`` parses a header's digits (``int`` where the reader's lines are bytes-like)."""
     readline, readexactly, write = reader.readline, reader.readexactly, writer.write
     while True:
-        line = await readline()
+        try:
+            line = await readline()
+        except ConnectionError:  # redis-benchmark resets its connections when done
+            break
         if not line:
             break
         args = []
@@ -104,7 +107,10 @@ async def handle(reader: Any, writer: Any, store: dict[bytes, Any], as_int: Call
             write(_CONFIG.get(bytes(args[2]).lower(), b"*0\r\n"))
         else:
             write(b"-ERR unknown command\r\n")
-        await writer.drain()
+        try:
+            await writer.drain()
+        except ConnectionError:
+            break
     writer.close()
 
 
@@ -176,7 +182,7 @@ def measure(
             capture_output=True,
             text=True,
             check=True,
-            timeout=600,
+            timeout=300,
         ).stdout
         rates = {}
         for row in out.splitlines()[1:]:
