@@ -263,15 +263,50 @@ def test_a_large_frame_whose_start_is_buffered_moves_into_one_buffer(
                 reader.buffer_updated(n)
                 data = data[n:]
 
-        receive(frame[:100])
-        waiting = asyncio.create_task(reader.readexactly(len(frame)))
-        await asyncio.sleep(0)  # one loop pass: the read runs until it waits
-        receive(frame[100:] + b"next")
-        assert len(reader.get_buffer(-1)) > 0
-        got = await waiting
-        assert got == frame and reader.copied_bytes == 100
-        assert await reader.readexactly(4) == b"next"
-        transport.close()
-        b.close()
+        try:
+            receive(frame[:100])
+            waiting = asyncio.create_task(reader.readexactly(len(frame)))
+            await asyncio.sleep(0)  # one loop pass: the read runs until it waits
+            receive(frame[100:] + b"next")
+            assert len(reader.get_buffer(-1)) > 0
+            got = await asyncio.wait_for(waiting, 10)
+            assert got == frame and reader.copied_bytes == 100
+            assert await reader.readexactly(4) == b"next"
+        finally:  # a failure must not leave the transport open (uvloop's close would wait)
+            transport.close()
+            b.close()
+
+    run(main())
+
+
+def test_a_starved_receive_that_brings_nothing_still_recovers(
+    run: Callable[[Awaitable[Any]], Any],
+) -> None:
+    """The loop asks for a buffer while the pool is exhausted (the reader hands it a
+    heap stand-in and is starved), and the receive then brings nothing: no data yet,
+    so no ``buffer_updated`` follows. Once the pool serves again the reader notices by
+    itself (its retry) and is no longer starved; the next bytes still arrive."""
+    pool = BufferPool(
+        BufferPoolConfig(min_size=1024, max_size=1024, max_per_class=1, thread_cache_capacity=0)
+    )
+
+    async def main() -> None:
+        a, b = socket.socketpair()
+        loop = asyncio.get_running_loop()
+        transport, reader = await loop.create_connection(lambda: PooledReader(pool, chunk_size=1024), sock=a)
+        try:
+            held = pool.try_alloc(1024)  # the class is exhausted
+            reader.get_buffer(-1)  # what the loop does before a receive that finds nothing
+            assert reader.starved and reader.heap_fallbacks == 1
+            del held
+            deadline = loop.time() + 10
+            while reader.starved and loop.time() < deadline:  # the retry is a timer: poll for its effect
+                await asyncio.sleep(0.01)
+            assert not reader.starved
+            b.sendall(b"late\n")
+            assert await asyncio.wait_for(reader.readline(), 10) == b"late\n"
+        finally:  # a failure must not leave the transport open (uvloop's close would wait)
+            transport.close()
+            b.close()
 
     run(main())

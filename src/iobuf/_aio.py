@@ -632,6 +632,10 @@ class PooledReader(asyncio.BufferedProtocol):
         except Exhausted:
             self._starved = True
             self._heap_fallbacks += 1
+            if self._retry is None and self._transport is not None:
+                # The receive may bring nothing (no data left, or EOF), and then no
+                # buffer_updated re-checks the pool: the retry does.
+                self._retry = asyncio.get_running_loop().call_later(self._retry_delay, self._retry_now)
             return IoBufMut.with_capacity(min(size, self._chunk_size))
         if self._starved:  # a waiting read kept reading going; the pool serves again
             self._starved = False
