@@ -9,6 +9,11 @@ Usage::
                                      # (about 2 minutes; --e2e --quick: 64 MiB each, 1 round)
     python -m iobuf.bench --ops      # cost of scrub_on_return and track_allocations per size,
                                      # and RSS around a 256 MiB burst and trim() (about 30 s)
+    python -m iobuf.bench --kv       # request/response: a key-value server on StreamReader and on
+                                     # PooledReader, driven by redis-benchmark (installed from
+                                     # Debian's redis-tools if missing), asyncio and uvloop, 4 value
+                                     # sizes, pipelined and not; RSS after (about 10 minutes; --kv --quick:
+                                     # 1 round, about 4 minutes)
     python -m iobuf.bench --core     # the core's targets (issue 13) against bytearray, numpy.empty
                                      # and memoryview slicing, in one process (about 1 minute)
     python -m iobuf.bench --scaling  # two threads vs one vs two processes, 64 KiB allocate+drop,
@@ -34,7 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import _e2e, _ops, _scaling, _targets
+from . import _e2e, _kv, _ops, _scaling, _targets
 from ._cells import available_approaches, run_cell
 from ._freelists import FREELISTS, run_freelist_cell
 from ._quick import format_table, measure_cycles
@@ -103,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ops", action="store_true", help="scrub/tracking costs and trim's RSS effect")
     parser.add_argument("--scaling", action="store_true", help="two threads vs one vs two processes")
     parser.add_argument("--core", action="store_true", help="the core's speed targets, in one process")
+    parser.add_argument("--kv", action="store_true", help="request/response server vs StreamReader")
     parser.add_argument("--base", type=Path, help="with --scaling: a directory holding an older iobuf")
     parser.add_argument("--cell", help=argparse.SUPPRESS)
     parser.add_argument("--scaling-child", help=argparse.SUPPRESS)
@@ -186,6 +192,8 @@ def _single_mode(args: argparse.Namespace) -> int | None:
         return _run_ops(args.quick, args.out)
     if args.core:
         return _run_core(args.quick, args.out)
+    if args.kv:
+        return _run_kv(args.quick, args.rounds, args.out)
     if args.inline:
         print("gc disabled while timing; one process; approaches interleaved per repeat")
         print(format_table(measure_cycles(sizes=(256, 4096, 65536, 1 << 20, 8 << 20))))
@@ -201,6 +209,18 @@ def _run_core(quick: bool, out: Path) -> int:
     print("\n".join(_targets.check_targets(result)))
     out.mkdir(parents=True, exist_ok=True)
     (out / "core.json").write_text(json.dumps(result, indent=1))
+    return 0
+
+
+def _run_kv(quick: bool, rounds: int | None, out: Path) -> int:
+    rounds = rounds or (1 if quick else 3)
+    print(f"iobuf request/response benchmark: {rounds} rounds", file=sys.stderr)
+    result = _kv.run(rounds, _kv.SIZES, log=lambda line: print(line, file=sys.stderr))
+    result["meta"] = {"python": sys.version.split()[0], "when": time.strftime("%Y-%m-%d %H:%M:%S")}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "kv.json").write_text(json.dumps(result, indent=1))
+    print(_kv.render(result))
+    print(f"\nwrote {out / 'kv.json'}")
     return 0
 
 
