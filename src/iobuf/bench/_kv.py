@@ -192,6 +192,8 @@ def measure(
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def run(rounds: int, sizes: list[tuple[int, int, int]], log: Callable[[str], None] = print) -> dict[str, Any]:
