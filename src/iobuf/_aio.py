@@ -24,11 +24,12 @@ Invariants:
   connection holds none.
 - While a ``readexactly(n)`` waits, the loop is offered a buffer big enough
   for what it still needs, so frames start on buffer boundaries whenever the
-  reader keeps up. For ``n`` above ``copy_max`` and the adaptive receive
-  size (up to ``FRAME_MAX``) that buffer holds the whole frame, from the heap
-  when the pool's classes are too small, and the frame's first bytes, if
-  buffered, move into it: the frame comes back as one view, having copied at
-  most what was buffered.
+  reader keeps up. For ``n`` above ``copy_max`` (up to ``FRAME_MAX``) that
+  buffer holds the whole frame, from the heap when the pool's classes are
+  too small, and the frame's first bytes, if buffered, move into it: the
+  frame comes back as one view, having copied at most what was buffered.
+  (Frames that arrive before anyone reads them still straddle receive
+  buffers and are copied once when read.)
 - Flow control, two reasons to pause reading, each lifted independently:
   *high water* (more than ``high_water`` bytes received and not yet read;
   resumes once reads bring it below) and *starved* (the pool's class is
@@ -93,7 +94,7 @@ FIRST_GUESS: Final = 1 << 14
 #: The smallest adaptive receive size, and the least spare room worth offering the loop.
 MIN_GUESS: Final = 1 << 10
 #: Reads of at most this many bytes are copied out of the receive buffer (see ``copy_max``).
-DEFAULT_COPY_MAX: Final = 1 << 14
+DEFAULT_COPY_MAX: Final = 1 << 16
 #: The largest receive buffer sized for one waiting ``readexactly``.
 FRAME_MAX: Final = 1 << 26
 #: ``readuntil``'s default limit, as asyncio's streams.
@@ -113,7 +114,7 @@ class PooledReader(asyncio.BufferedProtocol):
 
     Use it through :func:`open_connection`/:func:`start_server`, or pass
     ``lambda: PooledReader(pool)`` to ``loop.create_connection``. Reads return
-    :class:`~iobuf.IoBuf` objects: up to ``copy_max`` bytes (16 KiB) a copy
+    :class:`~iobuf.IoBuf` objects: up to ``copy_max`` bytes (64 KiB) a copy
     of their own size, larger ones views of the pooled receive buffer (drop
     them, or keep ``view.compact()``, to give the buffer back).
 
@@ -254,21 +255,20 @@ class PooledReader(asyncio.BufferedProtocol):
     def _fresh_buffer(self) -> IoBufMut:
         """A new receive buffer with room for what a waiting read still needs.
 
-        A ``readexactly`` of more than ``copy_max`` bytes whose first bytes are
-        buffered and whose rest does not fit the current buffer gets a buffer
-        for the whole frame, and the first bytes move into it: a copy of part
-        of the frame now instead of all of it when it is read. (Moving them for
-        every frame was tried: on the demo's echo, where most frames fit the
-        current buffer, it copied a third of the bytes instead of a quarter.)
+        A waiting ``readexactly`` of more than ``copy_max`` bytes whose rest
+        does not fit the current buffer gets a buffer for the whole frame (at
+        least the adaptive size, so the frames after it can share it), and the
+        frame's buffered first bytes move into it: a copy of part of the frame
+        now instead of all of it when it is read.
         """
         chain = self._chain
         want = self._want
         guess = self._guess
-        if self._whole and guess < want <= FRAME_MAX and chain._len < want:
+        if self._whole and chain._len < want <= FRAME_MAX:
             # One buffer for the whole frame: from the heap (calloc'd, so its
             # pages cost memory only as bytes arrive) when the pool's classes
             # are too small for it.
-            fresh = self._next_buffer(want)
+            fresh = self._next_buffer(max(want, guess))
             if chain._len and fresh.capacity >= want:  # (not a starved reader's small stand-in)
                 for view in front_views(chain._chunks, chain._len):
                     fresh.put_slice(view)
