@@ -46,7 +46,7 @@ index = st.none() | st.integers(-40, 40)
 @given(
     data=st.binary(max_size=32),
     lo=st.integers(0, 8),
-    sub=st.binary(max_size=3) | st.integers(0, 255),
+    sub=st.binary(max_size=3) | st.integers(0, 255) | st.booleans(),
     start=index,
     end=index,
 )
@@ -127,10 +127,10 @@ def test_take_front_copies_small_reads_and_views_large_ones() -> None:
 
 
 def test_take_front_changes_nothing_when_it_cannot_serve() -> None:
-    """More bytes than the first chunk holds, a negative count or a non-int: None, and
-    the chunks are as they were."""
+    """More bytes than the first chunk holds (however many, past the C integer range
+    too), a negative count or a non-int: None, and the chunks are as they were."""
     chunks = deque([IoBuf(b"abc"), IoBuf(b"def")])
-    for n in (4, -1, 1.0, "2", True):
+    for n in (4, -1, 1.0, "2", True, 1 << 63, 1 << 64):
         assert take_front(chunks, n, 100) is None  # type: ignore[arg-type]
     assert [bytes(c) for c in chunks] == [b"abc", b"def"]
     assert take_front(deque(), 0, 0) == b""
@@ -306,6 +306,72 @@ def test_a_starved_receive_that_brings_nothing_still_recovers(
             b.sendall(b"late\n")
             assert await asyncio.wait_for(reader.readline(), 10) == b"late\n"
         finally:  # a failure must not leave the transport open (uvloop's close would wait)
+            transport.close()
+            b.close()
+
+    run(main())
+
+
+async def trickle(reader: PooledReader, peer: socket.socket, data: bytes) -> None:
+    """Send ``data`` one byte per receive: each byte is received before the next is sent."""
+    loop = asyncio.get_running_loop()
+    for byte in data:
+        target = reader.buffered + 1
+        await loop.sock_sendall(peer, bytes((byte,)))
+        deadline = loop.time() + 10
+        while reader.buffered < target and loop.time() < deadline:
+            await asyncio.sleep(0)
+        assert reader.buffered >= target
+
+
+def test_a_frame_tail_received_byte_by_byte_is_not_copied_again(
+    run: Callable[[Awaitable[Any]], Any],
+) -> None:
+    """A waiting 128 KiB readexactly gets a buffer of exactly that size (the pool's
+    largest class); its last 200 bytes then arrive one receive each, with under 1 KiB
+    of room left. The reader keeps the buffer that holds them: the frame is copied at
+    most once (found in review: each receive moved the whole frame into a new buffer)."""
+    pool = network_pool()
+    n, k = 1 << 17, 200
+
+    async def main() -> None:
+        a, b = socket.socketpair()
+        b.setblocking(False)
+        loop = asyncio.get_running_loop()
+        transport, reader = await loop.create_connection(lambda: PooledReader(pool), sock=a)
+        try:
+            waiting = asyncio.create_task(reader.readexactly(n))
+            await asyncio.sleep(0)  # one loop pass: the read runs until it waits
+            await loop.sock_sendall(b, b"x" * (n - k))
+            await trickle(reader, b, b"y" * k)
+            assert await asyncio.wait_for(waiting, 10) == b"x" * (n - k) + b"y" * k
+            assert reader.copied_bytes <= n
+        finally:
+            transport.close()
+            b.close()
+
+    run(main())
+
+
+def test_a_frame_too_large_for_one_buffer_does_not_take_one_per_receive(
+    run: Callable[[Awaitable[Any]], Any],
+) -> None:
+    """A readexactly above FRAME_MAX (64 MiB) is received in ordinary buffers: 100
+    one-byte receives share one, they do not each take a pool buffer (found in review)."""
+    pool = network_pool()
+
+    async def main() -> None:
+        a, b = socket.socketpair()
+        b.setblocking(False)
+        loop = asyncio.get_running_loop()
+        transport, reader = await loop.create_connection(lambda: PooledReader(pool), sock=a)
+        try:
+            waiting = asyncio.create_task(reader.readexactly((1 << 26) + 1))
+            await asyncio.sleep(0)
+            await trickle(reader, b, b"z" * 100)
+            assert in_use(pool) <= 2
+            waiting.cancel()
+        finally:
             transport.close()
             b.close()
 

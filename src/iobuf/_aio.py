@@ -78,7 +78,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 from ._chain import IoBufs, front_views
 from ._errors import Exhausted, Oversized, PoolClosed, PoolError, check_nonneg, check_positive
-from ._impl import IoBuf, IoBufMut, _empty_iobuf, join_adjacent, split_filled, take_front
+from ._impl import IoBuf, IoBufMut, _empty_iobuf, commit_received, split_filled, take_front
 from ._pool import BufferPool
 
 if TYPE_CHECKING:
@@ -245,9 +245,18 @@ class PooledReader(asyncio.BufferedProtocol):
     def get_buffer(self, sizehint: int) -> memoryview:
         cur = self._cur
         spare = 0 if cur is None else cur.capacity - len(cur)
-        if spare < self._min_spare or (
-            self._want - self._chain._len > spare and (self._whole or not self._chain._len)
-        ):
+        need = self._want - self._chain._len
+        if self._whole and need > 0:
+            # A waiting large readexactly keeps a buffer that holds the rest of its
+            # frame, however little room that is; it takes a new one only if that
+            # can hold the whole frame (else each receive would pin another buffer),
+            # or when this one is full.
+            fresh = spare < need and (
+                (self._want <= FRAME_MAX and not self._starved) or spare < self._min_spare
+            )
+        else:
+            fresh = spare < self._min_spare or (need > spare and not self._chain._len)
+        if fresh:
             cur = self._fresh_buffer()
         assert cur is not None
         return cur.spare_capacity()
@@ -286,20 +295,9 @@ class PooledReader(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         cur = self._cur
         assert cur is not None
-        cur.advance_mut(nbytes)
-        piece = split_filled(cur)
-        if cur.capacity == len(cur):
-            self._cur = None
         chain = self._chain
-        chunks = chain._chunks
-        if chunks:
-            joined = join_adjacent(chunks[-1], piece)
-            if joined is not None:
-                chunks[-1] = joined
-            else:
-                chunks.append(piece)
-        else:
-            chunks.append(piece)
+        if commit_received(cur, nbytes, chain._chunks):
+            self._cur = None
         chain._len += nbytes
         # Adaptive receive size (as Netty's adaptive allocator): double after a
         # receive that filled the guess, halve after two in a row that used

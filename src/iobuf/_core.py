@@ -1044,7 +1044,7 @@ def _as_bytes(data, name):
 
 def _needle(sub) -> bytes:
     """``find``'s ``sub`` as bytes: a bytes-like object, or an int in range(256) (as ``bytes.find``)."""
-    if isinstance(sub, int) and not isinstance(sub, bool):
+    if isinstance(sub, int):  # bools included, as bytes.find
         if not 0 <= sub < 256:
             raise ValueError("byte must be in range(0, 256)")
         return bytes((sub,))
@@ -1921,6 +1921,32 @@ def split_filled(buf: IoBufMut) -> IoBuf:
     return out
 
 
+def commit_received(buf: IoBufMut, n, chunks) -> bool:
+    """The receive path's commit: mark ``n`` bytes written into ``buf``'s spare
+    capacity readable and split them off onto the end of ``chunks`` (a deque
+    of IoBufs that only its owner holds) as a view sharing ``buf``'s memory,
+    extending the last chunk in place when it ends where they start. True
+    when ``buf`` has no spare capacity left."""
+    count: cython.Py_ssize_t = _nonneg("n", n)
+    if count > buf._cap - buf._len:
+        raise ValueError(f"cannot commit {count} bytes with {buf._cap - buf._len} bytes of spare capacity")
+    if count:
+        buf._len += count
+        blk: Block = buf.share()
+        start: cython.Py_ssize_t = buf._pos
+        end: cython.Py_ssize_t = buf._len
+        last: IoBuf
+        if chunks:
+            last = chunks[len(chunks) - 1]  # (wraparound is off: no negative indices)
+            if last.blk is blk and blk.lease and last._hi == start:
+                last._hi = end
+                buf._pos = end
+                return buf._len == buf._cap
+        chunks.append(new_iobuf(blk, start, end))
+        buf._pos = end
+    return buf._len == buf._cap
+
+
 def take_front(chunks, n, copy_max: cython.Py_ssize_t):
     """The first ``n`` bytes of a chain's chunks (a deque of non-empty IoBufs),
     taken from it, when they lie in its first chunk: copied into a right-sized
@@ -1929,7 +1955,7 @@ def take_front(chunks, n, copy_max: cython.Py_ssize_t):
     None, changing nothing, when the first chunk holds fewer than ``n`` bytes
     or ``n`` is not an int >= 0; the caller updates its cached length."""
     count: cython.Py_ssize_t
-    if type(n) is not int or n < 0:
+    if type(n) is not int or n < 0 or n > PY_SSIZE_T_MAX:
         return None
     count = n
     if count == 0:

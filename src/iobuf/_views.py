@@ -1291,7 +1291,8 @@ class IoBuf(_Readable):
             return -1
         if not needle:
             return a
-        match = _finder(needle).search(self._mv, base + a, base + b)
+        finder = _finder(needle) if len(needle) <= 64 else re.compile(re.escape(needle))
+        match = finder.search(self._mv, base + a, base + b)
         return -1 if match is None else match.start() - base
 
     def compact(self) -> IoBuf:
@@ -1403,6 +1404,23 @@ def split_filled(buf: IoBufMut) -> IoBuf:
     return out
 
 
+def commit_received(buf: IoBufMut, n: int, chunks: deque[IoBuf]) -> bool:
+    """The receive path's commit: mark ``n`` bytes written into ``buf``'s spare
+    capacity readable and split them off onto the end of ``chunks`` (a deque
+    of IoBufs that only its owner holds) as a view sharing ``buf``'s memory,
+    merged with the last chunk when it ends where they start. True when
+    ``buf`` has no spare capacity left."""
+    buf.advance_mut(n)
+    if n:
+        piece = split_filled(buf)
+        joined = join_adjacent(chunks[-1], piece) if chunks else None
+        if joined is not None:
+            chunks[-1] = joined
+        else:
+            chunks.append(piece)
+    return buf.capacity == buf._end - buf._start
+
+
 def take_front(chunks: deque[IoBuf], n: int, copy_max: int) -> IoBuf | None:
     """The first ``n`` bytes of a chain's chunks (a deque of non-empty IoBufs),
     taken from it, when they lie in its first chunk: copied into a right-sized
@@ -1435,7 +1453,7 @@ def take_front(chunks: deque[IoBuf], n: int, copy_max: int) -> IoBuf | None:
 
 def _needle(sub: object) -> bytes:
     """``find``'s ``sub`` as bytes: a bytes-like object, or an int in range(256) (as ``bytes.find``)."""
-    if isinstance(sub, int) and not isinstance(sub, bool):
+    if isinstance(sub, int):  # bools included, as bytes.find
         if not 0 <= sub < 256:
             raise ValueError("byte must be in range(0, 256)")
         return bytes((sub,))
@@ -1446,6 +1464,7 @@ def _needle(sub: object) -> bytes:
 
 @functools.lru_cache(maxsize=64)
 def _finder(needle: bytes) -> re.Pattern[bytes]:
+    """A compiled search for a short needle (separators), cached."""
     return re.compile(re.escape(needle))
 
 

@@ -218,29 +218,40 @@ def run(rounds: int, sizes: list[tuple[int, int, int]], log: Callable[[str], Non
     return {"cells": cells, "samples": samples, "rounds": rounds, "clients": CLIENTS}
 
 
+def paired_ratios(result: dict[str, Any], key: str, metric: str) -> list[float]:
+    """iobuf / streamreader for ``metric``, one ratio per round (the two ran side by side)."""
+    ours = result["samples"][key.replace("streamreader", "iobuf")]
+    peer = result["samples"][key]
+    return sorted(o[metric] / p[metric] for o, p in zip(ours, peer, strict=True))
+
+
 def render(result: dict[str, Any]) -> str:
     cells = result["cells"]
     lines = [
-        f"redis-benchmark -t set,get, {result['clients']} clients, median of {result['rounds']} "
-        "interleaved rounds; ratio = iobuf / streamreader on the same loop",
+        f"redis-benchmark -t set,get, {result['clients']} clients, {result['rounds']} interleaved rounds; "
+        "ratio = iobuf / streamreader on the same loop in the same round: median [min-max]",
         "",
         "| loop | value | pipeline | SET ratio | GET ratio | streamreader SET/s | RSS iobuf / streamreader |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for key, peer in cells.items():
         kind, size, pipeline = key.split("|")
-        if not kind.startswith("streamreader"):
-            continue
-        ours = cells.get(f"{kind.replace('streamreader', 'iobuf')}|{size}|{pipeline}")
-        if ours is None:
+        ours = cells.get(key.replace("streamreader", "iobuf"))
+        if not kind.startswith("streamreader") or ours is None:
             continue
         loop = "uvloop" if kind.endswith("+uvloop") else "asyncio"
+        ratio = {m: _spread(paired_ratios(result, key, m)) for m in ("set", "get")}
         lines.append(
-            f"| {loop} | {_size(int(size))} | {pipeline} | {ours['set'] / peer['set']:.2f} | "
-            f"{ours['get'] / peer['get']:.2f} | {peer['set']:.0f} | "
-            f"{ours['rss_kib'] / 1024:.0f} / {peer['rss_kib'] / 1024:.0f} MiB |"
+            f"| {loop} | {_size(int(size))} | {pipeline} | {ratio['set']} | {ratio['get']} | "
+            f"{peer['set']:.0f} | {ours['rss_kib'] / 1024:.0f} / {peer['rss_kib'] / 1024:.0f} MiB |"
         )
     return "\n".join(lines)
+
+
+def _spread(ratios: list[float]) -> str:
+    if len(ratios) == 1:
+        return f"{ratios[0]:.2f}"
+    return f"{statistics.median(ratios):.2f} [{ratios[0]:.2f}-{ratios[-1]:.2f}]"
 
 
 def _size(n: int) -> str:
