@@ -219,7 +219,10 @@ def _run_kv(quick: bool, rounds: int | None, out: Path) -> int:
     result["meta"] = {"python": sys.version.split()[0], "when": time.strftime("%Y-%m-%d %H:%M:%S")}
     out.mkdir(parents=True, exist_ok=True)
     (out / "kv.json").write_text(json.dumps(result, indent=1))
+    result["copy_costs"] = _kv.copy_costs()
     print(_kv.render(result))
+    print()
+    print(_kv.render_copy_costs(result["copy_costs"]))
     print(f"\nwrote {out / 'kv.json'}")
     return 0
 

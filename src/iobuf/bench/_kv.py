@@ -21,6 +21,7 @@ iobuf / streamreader on the same loop.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import importlib.util
 import os
@@ -149,6 +150,65 @@ def serve(kind: str) -> None:  # pragma: no cover - runs in the server process
         importlib.import_module("uvloop").run(_serve(kind))
     else:
         asyncio.run(_serve(kind))
+
+
+# -- what a copy costs over a view ----------------------------------------------------
+
+
+def copy_costs(
+    sizes: tuple[int, ...] = (100, 1024, 4096, 16384, 65536), number: int = 20_000
+) -> list[dict[str, Any]]:
+    """ns per read of ``size`` bytes from a pooled 128 KiB receive chunk, as the reader
+    takes it (``take_front``): a copy (``copy_max`` above the size) or a view (0);
+    next to ``bytes(bytearray[:n])``, StreamReader's own copy. Best of 5, one process."""
+    from collections import deque  # noqa: PLC0415 - only this measurement needs them
+    from timeit import repeat  # noqa: PLC0415
+
+    from iobuf._impl import take_front  # noqa: PLC0415
+
+    pool = iobuf.BufferPool(iobuf.BufferPoolConfig.for_network())
+    buf = pool.alloc(1 << 17)
+    buf.put_slice(bytes(1 << 17))
+    chunk = buf.freeze()
+    heap = bytearray(1 << 17)
+    rows = []
+    for size in sizes:
+
+        def take(copy_max: int, n: int = size) -> object:
+            return take_front(deque([chunk.clone()]), n, copy_max)
+
+        def best(fn: Callable[[], object]) -> float:
+            return min(repeat(fn, number=number, repeat=5)) / number * 1e9
+
+        base = best(lambda: deque([chunk.clone()]))  # what each call needs besides the read
+        rows.append(
+            {
+                "size": size,
+                "copy": best(lambda: take(1 << 30)) - base,
+                "view": best(lambda: take(0)) - base,
+                "bytes": best(functools.partial(_slice_copy, heap, size)),
+            }
+        )
+    return rows
+
+
+def _slice_copy(heap: bytearray, n: int) -> bytes:
+    return bytes(heap[:n])
+
+
+def render_copy_costs(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "ns per read taken from a pooled receive chunk (best of 5, one process)",
+        "",
+        "| read | copy (take_front) | view (take_front) | copy - view | bytes(bytearray[:n]) |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {_size(r['size'])} | {r['copy']:.0f} | {r['view']:.0f} | "
+            f"{r['copy'] - r['view']:.0f} | {r['bytes']:.0f} |"
+        )
+    return "\n".join(lines)
 
 
 # -- the driver ----------------------------------------------------------------------
