@@ -5,10 +5,11 @@ adaptive receive buffers and an idle connection holding none."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import socket
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -160,6 +161,23 @@ async def close(writer: PooledWriter, peer: asyncio.StreamWriter) -> None:
     await writer.wait_closed()
 
 
+@contextlib.asynccontextmanager
+async def on_socketpair(pool: BufferPool, **kw: Any) -> AsyncIterator[tuple[PooledReader, socket.socket]]:
+    """A PooledReader on one end of a socket pair (its transport made by the running
+    loop) and the other end, non-blocking; both are closed on the way out, even after
+    a failure (an open transport would make uvloop's close wait)."""
+    a, b = socket.socketpair()
+    b.setblocking(False)
+    transport, reader = await asyncio.get_running_loop().create_connection(
+        lambda: PooledReader(pool, **kw), sock=a
+    )
+    try:
+        yield reader, b
+    finally:
+        transport.close()
+        b.close()
+
+
 @pytest.mark.parametrize("copy_max", [iobuf.PooledReader.__init__.__kwdefaults__["copy_max"], 0])
 def test_kept_small_values_pin_no_receive_buffer(run: Callable[[Awaitable[Any]], Any], copy_max: int) -> None:
     """A server keeps 2,000 values of 100 bytes read with ``readexactly``, sent in one
@@ -248,33 +266,26 @@ def test_a_large_frame_whose_start_is_buffered_moves_into_one_buffer(
     pool = network_pool()
     frame = bytes(range(256)) * 1171 + b"abcd"  # 300,000 bytes
 
+    def receive(reader: PooledReader, data: bytes) -> None:
+        """What a transport does: fill the buffer it is given, report the count."""
+        while data:
+            view = reader.get_buffer(-1)
+            assert len(view) > 0
+            n = min(len(view), len(data), 65536)
+            view[:n] = data[:n]
+            reader.buffer_updated(n)
+            data = data[n:]
+
     async def main() -> None:
-        a, b = socket.socketpair()
-        loop = asyncio.get_running_loop()
-        transport, reader = await loop.create_connection(lambda: PooledReader(pool), sock=a)
-
-        def receive(data: bytes) -> None:
-            """What a transport does: fill the buffer it is given, report the count."""
-            while data:
-                view = reader.get_buffer(-1)
-                assert len(view) > 0
-                n = min(len(view), len(data), 65536)
-                view[:n] = data[:n]
-                reader.buffer_updated(n)
-                data = data[n:]
-
-        try:
-            receive(frame[:100])
+        async with on_socketpair(pool) as (reader, _):
+            receive(reader, frame[:100])
             waiting = asyncio.create_task(reader.readexactly(len(frame)))
             await asyncio.sleep(0)  # one loop pass: the read runs until it waits
-            receive(frame[100:] + b"next")
+            receive(reader, frame[100:] + b"next")
             assert len(reader.get_buffer(-1)) > 0
             got = await asyncio.wait_for(waiting, 10)
             assert got == frame and reader.copied_bytes == 100
             assert await reader.readexactly(4) == b"next"
-        finally:  # a failure must not leave the transport open (uvloop's close would wait)
-            transport.close()
-            b.close()
 
     run(main())
 
@@ -291,10 +302,8 @@ def test_a_starved_receive_that_brings_nothing_still_recovers(
     )
 
     async def main() -> None:
-        a, b = socket.socketpair()
         loop = asyncio.get_running_loop()
-        transport, reader = await loop.create_connection(lambda: PooledReader(pool, chunk_size=1024), sock=a)
-        try:
+        async with on_socketpair(pool, chunk_size=1024) as (reader, peer):
             held = pool.try_alloc(1024)  # the class is exhausted
             reader.get_buffer(-1)  # what the loop does before a receive that finds nothing
             assert reader.starved and reader.heap_fallbacks == 1
@@ -303,11 +312,8 @@ def test_a_starved_receive_that_brings_nothing_still_recovers(
             while reader.starved and loop.time() < deadline:  # the retry is a timer: poll for its effect
                 await asyncio.sleep(0.01)
             assert not reader.starved
-            b.sendall(b"late\n")
+            await loop.sock_sendall(peer, b"late\n")
             assert await asyncio.wait_for(reader.readline(), 10) == b"late\n"
-        finally:  # a failure must not leave the transport open (uvloop's close would wait)
-            transport.close()
-            b.close()
 
     run(main())
 
@@ -335,20 +341,13 @@ def test_a_frame_tail_received_byte_by_byte_is_not_copied_again(
     n, k = 1 << 17, 200
 
     async def main() -> None:
-        a, b = socket.socketpair()
-        b.setblocking(False)
-        loop = asyncio.get_running_loop()
-        transport, reader = await loop.create_connection(lambda: PooledReader(pool), sock=a)
-        try:
+        async with on_socketpair(pool) as (reader, peer):
             waiting = asyncio.create_task(reader.readexactly(n))
             await asyncio.sleep(0)  # one loop pass: the read runs until it waits
-            await loop.sock_sendall(b, b"x" * (n - k))
-            await trickle(reader, b, b"y" * k)
+            await asyncio.get_running_loop().sock_sendall(peer, b"x" * (n - k))
+            await trickle(reader, peer, b"y" * k)
             assert await asyncio.wait_for(waiting, 10) == b"x" * (n - k) + b"y" * k
             assert reader.copied_bytes <= n
-        finally:
-            transport.close()
-            b.close()
 
     run(main())
 
@@ -361,18 +360,11 @@ def test_a_frame_too_large_for_one_buffer_does_not_take_one_per_receive(
     pool = network_pool()
 
     async def main() -> None:
-        a, b = socket.socketpair()
-        b.setblocking(False)
-        loop = asyncio.get_running_loop()
-        transport, reader = await loop.create_connection(lambda: PooledReader(pool), sock=a)
-        try:
+        async with on_socketpair(pool) as (reader, peer):
             waiting = asyncio.create_task(reader.readexactly((1 << 26) + 1))
             await asyncio.sleep(0)
-            await trickle(reader, b, b"z" * 100)
+            await trickle(reader, peer, b"z" * 100)
             assert in_use(pool) <= 2
             waiting.cancel()
-        finally:
-            transport.close()
-            b.close()
 
     run(main())
