@@ -232,6 +232,16 @@ def test_random_streams_and_reads_match_streamreader(
     asyncio.run(compare(stream, pieces, limit, chunk_size, ops))
 
 
+async def until(condition: Callable[[], bool], timeout: float = READ_TIMEOUT) -> None:
+    """Poll ``condition`` every millisecond; fail the test if it is still false at ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"not within {timeout} s")
+        await asyncio.sleep(0.001)
+
+
 def test_a_reset_connection_raises_before_buffered_bytes_as_in_streamreader(
     run: Callable[[Coroutine[Any, Any, None]], None],
 ) -> None:
@@ -248,17 +258,14 @@ def test_a_reset_connection_raises_before_buffered_bytes_as_in_streamreader(
             peer, _ = await accepting
         peer.setblocking(True)
         peer.sendall(b"line1\nline2\n")
-        for _ in range(1000):  # both lines received
-            held = reader.buffered if isinstance(reader, PooledReader) else len(reader._buffer)
-            if held >= 12:
-                break
-            await asyncio.sleep(0.001)
+        # Nothing in either reader signals these two states, so poll for them with a
+        # deadline (the loop must run the receive and the RST's callbacks first).
+        await until(
+            lambda: (reader.buffered if isinstance(reader, PooledReader) else len(reader._buffer)) >= 12
+        )
         peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         peer.close()  # an RST, not a FIN
-        for _ in range(1000):
-            if reader.exception() is not None:
-                break
-            await asyncio.sleep(0.001)
+        await until(lambda: reader.exception() is not None)
         results: list[object] = []
         for call in (
             reader.readline,
