@@ -13,6 +13,8 @@ The contract each core keeps (beyond the public API in SPEC):
   ``_read_view()`` on both buffer types (a memoryview of the readable bytes);
 - ``_iobuf(mv, start, end, None)``, ``_empty_iobuf()``, ``split_filled``,
   ``join_adjacent``, ``_as_bytes``, ``_preview``, ``flush_thread_cache``;
+- the receive path's two steps, ``commit_received`` (a receive onto a chain's
+  chunks) and ``take_front`` (a read off them, copied up to ``copy_max``);
 - ``PoolCore``, the base class of ``BufferPool``: ``_core_init``, the
   allocation methods (``try_alloc``, ``alloc``, ``alloc_len``,
   ``try_alloc_zeroed``, ``alloc_zeroed``; a subclass overriding ``try_alloc``,
