@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import iobuf
 from iobuf import BufferPool, BufferPoolConfig, IoBuf, PooledReader, PooledWriter
-from iobuf._impl import take_front
+from iobuf._impl import sendable, take_front
 
 from .helpers import class_stats
 
@@ -135,6 +135,71 @@ def test_take_front_changes_nothing_when_it_cannot_serve() -> None:
         assert take_front(chunks, n, 100) is None  # type: ignore[arg-type]
     assert [bytes(c) for c in chunks] == [b"abc", b"def"]
     assert take_front(deque(), 0, 0) == b""
+
+
+def test_sendable_hands_over_a_whole_bytes_object_and_views_otherwise() -> None:
+    """An IoBuf wrapping a whole ``bytes`` object (as small reads return) goes to a
+    transport as that very object; a part of one, or pooled memory, as a read-only
+    view of exactly its bytes."""
+    data = b"hello, world"
+    whole = IoBuf(data)
+    assert sendable(whole) is data
+    copied = take_front(deque([IoBuf(data)]), 5, 16)
+    assert copied is not None and type(sendable(copied)) is bytes and sendable(copied) == b"hello"
+    part = whole[7:]
+    view = sendable(part)
+    assert type(view) is memoryview and view.readonly and view == b"world"
+    pool = network_pool()
+    in_pool = pooled(pool, data)
+    view = sendable(in_pool)
+    assert type(view) is memoryview and view.readonly and view == data
+    view.release()
+
+
+async def _reply_lines(run_reader: Callable[[PooledReader], Awaitable[list[bytes]]]) -> list[bytes]:
+    """What ``run_reader`` read from a socket pair fed one line per receive, with
+    the reader waiting on an empty buffer before each (the path where a read
+    finds nothing buffered and must wait, then takes the line in place)."""
+    pool = network_pool()
+    async with on_socketpair(pool) as (reader, peer):
+        task = asyncio.ensure_future(run_reader(reader))
+
+        async def reader_waits() -> None:
+            while reader._waiter is None or reader._waiter.done():  # a read parked on an empty buffer
+                await asyncio.sleep(0)
+            assert not reader.buffered
+
+        for i in range(5):
+            await asyncio.wait_for(reader_waits(), 10)
+            peer.send(b"line %d\r\n" % i)
+        await asyncio.wait_for(reader_waits(), 10)
+        peer.send(b"tail")
+        peer.shutdown(socket.SHUT_WR)
+        return await asyncio.wait_for(task, 10)
+
+
+def test_line_reads_that_wait_on_an_empty_buffer_return_each_line(
+    run: Callable[[Awaitable[Any]], Any],
+) -> None:
+    """``readline`` and ``readuntil`` started with nothing buffered wait for the
+    next receive, then return exactly one line; at EOF ``readline`` returns the
+    unterminated rest and ``readuntil`` raises IncompleteReadError with it."""
+
+    async def lines(reader: PooledReader) -> list[bytes]:
+        got = [bytes(await reader.readline()) for _ in range(5)]
+        got.append(bytes(await reader.readline()))
+        return got
+
+    async def until(reader: PooledReader) -> list[bytes]:
+        got = [bytes(await reader.readuntil(b"\r\n")) for _ in range(5)]
+        with pytest.raises(asyncio.IncompleteReadError) as info:
+            await reader.readuntil(b"\r\n")
+        got.append(info.value.partial)
+        return got
+
+    want = [b"line %d\r\n" % i for i in range(5)] + [b"tail"]
+    assert run(_reply_lines(lines)) == want
+    assert run(_reply_lines(until)) == want
 
 
 # -- over real sockets -------------------------------------------------------------------

@@ -78,7 +78,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 from ._chain import IoBufs, front_views
 from ._errors import Exhausted, Oversized, PoolClosed, PoolError, check_nonneg, check_positive
-from ._impl import IoBuf, IoBufMut, _empty_iobuf, commit_received, split_filled, take_front
+from ._impl import IoBuf, IoBufMut, _empty_iobuf, commit_received, sendable, split_filled, take_front
 from ._pool import BufferPool
 
 if TYPE_CHECKING:
@@ -438,12 +438,18 @@ class PooledReader(asyncio.BufferedProtocol):
         buffered. Raises ``asyncio.IncompleteReadError`` at EOF, with the bytes
         that did arrive, taken from the buffer.
         """
-        chunks = self._chain._chunks
-        if chunks and self._exc is None and type(separator) is bytes and separator:
+        if type(separator) is bytes and separator:
             # Fast path: a separator in the first receive buffer is the first one.
-            start = chunks[0].find(separator)
-            if 0 <= start <= self._limit:
-                return self._take_found(start + len(separator))
+            chunks = self._chain._chunks
+            while self._exc is None:
+                if chunks:
+                    start = chunks[0].find(separator)
+                    if 0 <= start <= self._limit:
+                        return self._take_found(start + len(separator))
+                    break
+                if self._eof:
+                    break
+                await self._wait(1)
         finders = _separators(separator)
         self._raise_pending()
         min_len = finders[0][0]
@@ -481,10 +487,15 @@ class PooledReader(asyncio.BufferedProtocol):
         everything buffered if none was found.
         """
         chunks = self._chain._chunks
-        if chunks and self._exc is None:  # fast path: a newline in the first receive buffer
-            start = chunks[0].find(b"\n")
-            if 0 <= start <= self._limit:
-                return self._take_found(start + 1)
+        while self._exc is None:  # fast path: a newline in the first receive buffer
+            if chunks:
+                start = chunks[0].find(b"\n")
+                if 0 <= start <= self._limit:
+                    return self._take_found(start + 1)
+                break
+            if self._eof:
+                break
+            await self._wait(1)
         try:
             return await self.readuntil(b"\n")
         except asyncio.IncompleteReadError as e:
@@ -752,8 +763,9 @@ class PooledWriter:
     """The sending side: ``write`` and ``writelines`` take IoBuf, IoBufMut, IoBufs
     or any bytes-like object.
 
-    Buffers go to the transport as views of their memory; nothing is copied on
-    our side. What the transport does with them: asyncio's selector transport
+    Buffers go to the transport as views of their memory (an IoBuf that wraps
+    a whole ``bytes`` object, as small reads return, as that object); nothing
+    is copied on our side. What the transport does with them: asyncio's selector transport
     sends what it can at once and keeps the views of the rest (3.12+, which
     pin pooled memory until sent) or a copy of it (3.11); its ``writelines``
     (used for IoBufs and ``writelines``) joins the pieces into one copy on 3.11
@@ -771,8 +783,10 @@ class PooledWriter:
         return self._transport
 
     def write(self, data: IoBufs | BytesLike) -> None:
-        if isinstance(data, IoBuf):
-            self._transport.write(data.as_memoryview())
+        if type(data) is bytes:
+            self._transport.write(data)
+        elif isinstance(data, IoBuf):
+            self._transport.write(sendable(data))
         elif isinstance(data, IoBufs):
             self._transport.writelines([c.as_memoryview() for c in data._chunks])
         elif isinstance(data, IoBufMut):
@@ -784,7 +798,11 @@ class PooledWriter:
         """Write every item in order with one transport call, as ``StreamWriter.writelines``."""
         views: list[Any] = []
         for item in data:
-            if isinstance(item, (IoBuf, IoBufMut)):
+            if type(item) is bytes:
+                views.append(item)
+            elif isinstance(item, IoBuf):
+                views.append(sendable(item))
+            elif isinstance(item, IoBufMut):
                 views.append(item.as_memoryview())
             elif isinstance(item, IoBufs):
                 views.extend(c.as_memoryview() for c in item._chunks)

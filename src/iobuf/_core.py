@@ -1979,6 +1979,16 @@ def take_front(chunks, n, copy_max: cython.Py_ssize_t):
     return out
 
 
+def sendable(buf: IoBuf):
+    """What a transport is handed for ``buf``: the ``bytes`` object it wraps
+    whole (no view to make, and bytes are what transports take fastest), else
+    a read-only memoryview of its bytes."""
+    keep = buf.blk.keep
+    if type(keep) is bytes and buf._lo == 0 and buf._hi == PyBytes_GET_SIZE(keep):
+        return keep
+    return buf.as_memoryview()
+
+
 def join_adjacent(first: IoBuf, second: IoBuf):
     """One IoBuf covering ``first`` then ``second`` if they are adjacent ranges of
     one shared buffer (as :func:`split_filled` produces), else None. No copy."""

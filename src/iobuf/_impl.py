@@ -14,7 +14,8 @@ The contract each core keeps (beyond the public API in SPEC):
 - ``_iobuf(mv, start, end, None)``, ``_empty_iobuf()``, ``split_filled``,
   ``join_adjacent``, ``_as_bytes``, ``_preview``, ``flush_thread_cache``;
 - the receive path's two steps, ``commit_received`` (a receive onto a chain's
-  chunks) and ``take_front`` (a read off them, copied up to ``copy_max``);
+  chunks) and ``take_front`` (a read off them, copied up to ``copy_max``),
+  and ``sendable`` (what a writer hands a transport for an IoBuf);
 - ``PoolCore``, the base class of ``BufferPool``: ``_core_init``, the
   allocation methods (``try_alloc``, ``alloc``, ``alloc_len``,
   ``try_alloc_zeroed``, ``alloc_zeroed``; a subclass overriding ``try_alloc``,
@@ -47,6 +48,7 @@ __all__ = [
     "commit_received",
     "flush_thread_cache",
     "join_adjacent",
+    "sendable",
     "split_filled",
     "take_front",
 ]
@@ -82,6 +84,7 @@ if TYPE_CHECKING or not _compiled:
         _preview,
         commit_received,
         join_adjacent,
+        sendable,
         split_filled,
         take_front,
     )
@@ -97,6 +100,7 @@ else:
         commit_received,
         flush_thread_cache,
         join_adjacent,
+        sendable,
         split_filled,
         take_front,
     )

@@ -1451,6 +1451,17 @@ def take_front(chunks: deque[IoBuf], n: int, copy_max: int) -> IoBuf | None:
     return out
 
 
+def sendable(buf: IoBuf) -> bytes | memoryview:
+    """What a transport is handed for ``buf``: the ``bytes`` object it wraps
+    whole (no view to make, and bytes are what transports take fastest), else
+    a read-only memoryview of its bytes."""
+    if buf._own is None:
+        obj = buf._mv.obj
+        if type(obj) is bytes and buf._start == 0 and buf._end == len(obj):
+            return obj
+    return buf.as_memoryview()
+
+
 def _needle(sub: object) -> bytes:
     """``find``'s ``sub`` as bytes: a bytes-like object, or an int in range(256) (as ``bytes.find``)."""
     if isinstance(sub, int):  # bools included, as bytes.find
