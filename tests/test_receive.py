@@ -1,6 +1,6 @@
 """The receive path's building blocks and its memory behaviour over real sockets:
 ``IoBuf.find``, ``IoBuf.compact``, ``take_front``, small reads copied out,
-adaptive receive buffers and an idle connection holding none."""
+adaptive receive buffers and an idle connection holding no large one."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 import iobuf
 from iobuf import BufferPool, BufferPoolConfig, IoBuf, PooledReader, PooledWriter
+from iobuf._aio import IDLE_KEEP_MAX, MIN_GUESS
 from iobuf._impl import sendable, take_front
 
 from .helpers import class_stats
@@ -271,10 +272,17 @@ def test_kept_small_values_pin_no_receive_buffer(run: Callable[[Awaitable[Any]],
     assert in_use(pool) == 0
 
 
-def test_an_idle_connection_holds_no_receive_buffer(run: Callable[[Awaitable[Any]], Any]) -> None:
+def test_an_idle_connection_holds_no_large_receive_buffer(run: Callable[[Awaitable[Any]], Any]) -> None:
     """Request/response over one connection: while the reader waits for the next
-    request, having read everything, no buffer of the pool is in use."""
+    request, having read everything, it holds no receive buffer larger than
+    ``IDLE_KEEP_MAX``: none while its receive size is still large, then at most
+    one small one, which the next requests reuse (no buffer taken per request)."""
     pool = network_pool()
+    small = pool.size_class(IDLE_KEEP_MAX)
+    assert small is not None
+
+    def large_in_use() -> int:
+        return sum(c.created - c.global_free - c.local_free for c in pool.stats().classes if c.size > small)
 
     async def main() -> None:
         reader, writer, peer_reader, peer = await pooled_pair(pool)
@@ -284,9 +292,20 @@ def test_an_idle_connection_holds_no_receive_buffer(run: Callable[[Awaitable[Any
             waiting = asyncio.create_task(reader.readline())
             writer.write(b"ok\n")
             assert await peer_reader.readline() == b"ok\n"  # the reader's task has run to its wait
-            assert in_use(pool) == 0
+            assert large_in_use() == 0
+            assert in_use(pool) <= 1
+            if i == 0:
+                assert in_use(pool) == 0  # the first receive buffer (16 KiB) went back
             peer.write(b"\n")
             assert await waiting == b"\n"
+        # Small messages shrank the receive size to its least: one small buffer is
+        # kept, and the later requests took no other.
+        assert in_use(pool) == 1
+        created = sum(c.created for c in pool.stats().classes)
+        for i in range(5):
+            peer.write(b"again %d\n" % i)
+            assert await reader.readline() == b"again %d\n" % i
+        assert sum(c.created for c in pool.stats().classes) == created
         await close(writer, peer)
 
     run(main())
@@ -297,7 +316,8 @@ def test_receive_buffers_grow_with_bulk_traffic_and_shrink_with_small(
 ) -> None:
     """Receives start at 16 KiB. A 4 MiB stream read as fast as it comes reaches the
     pool's largest class (128 KiB); then one-line requests, one at a time, shrink the
-    receive size until the 1 KiB class serves them."""
+    receive size to its least (1 KiB), and the reader receives them into a small
+    buffer (no class above ``IDLE_KEEP_MAX`` in use)."""
     pool = network_pool()
 
     async def main() -> None:
@@ -307,13 +327,15 @@ def test_receive_buffers_grow_with_bulk_traffic_and_shrink_with_small(
         while left:
             left -= len(await reader.read(left))
         assert class_stats(pool, 128 * 1024).created > 0
-        before = class_stats(pool, 1024).created
         for i in range(40):
             peer.write(b"ping %d\n" % i)
             await reader.readline()
             writer.write(b"pong\n")
             await peer_reader.readline()
-        assert class_stats(pool, 1024).created > before
+        assert reader._guess == MIN_GUESS
+        assert all(
+            c.created == c.global_free + c.local_free for c in pool.stats().classes if c.size > IDLE_KEEP_MAX
+        )
         await close(writer, peer)
 
     run(main())

@@ -20,8 +20,8 @@ Invariants:
 - Receive buffers are sized adaptively (``buffer_updated``): the size doubles
   after a receive that filled it and halves after two receives in a row that
   used under a quarter, within ``[MIN_GUESS, chunk_size]``. A read that has
-  consumed everything and waits lets go of the receive buffer, so an idle
-  connection holds none.
+  consumed everything and waits lets go of a receive buffer larger than
+  ``IDLE_KEEP_MAX``, so an idle connection holds at most a small one.
 - While a ``readexactly(n)`` waits, the loop is offered a buffer big enough
   for what it still needs, so frames start on buffer boundaries whenever the
   reader keeps up. For ``n`` above ``copy_max`` (up to ``FRAME_MAX``) that
@@ -93,6 +93,8 @@ DEFAULT_CHUNK: Final = 1 << 18
 FIRST_GUESS: Final = 1 << 14
 #: The smallest adaptive receive size, and the least spare room worth offering the loop.
 MIN_GUESS: Final = 1 << 10
+#: The largest receive buffer a reader keeps while it waits with nothing buffered.
+IDLE_KEEP_MAX: Final = 1 << 12
 #: Reads of at most this many bytes are copied out of the receive buffer (see ``copy_max``).
 DEFAULT_COPY_MAX: Final = 1 << 16
 #: The largest receive buffer sized for one waiting ``readexactly``.
@@ -148,6 +150,7 @@ class PooledReader(asyncio.BufferedProtocol):
         self._min_spare = min(MIN_GUESS, self._chunk_size)  # less spare room: a fresh buffer
         self._chain = IoBufs()
         self._cur: IoBufMut | None = None
+        self._cur_size = 0  # the receive buffer's whole capacity (_cur is what is left of it)
         self._want = 0  # bytes a waiting read needs buffered (0: none waiting)
         self._whole = False  # whether the waiting read wants them as one view (readexactly)
         self._waiter: asyncio.Future[None] | None = None
@@ -290,6 +293,7 @@ class PooledReader(asyncio.BufferedProtocol):
             need = want - chain._len
             fresh = self._next_buffer(need if guess < need <= self._pool.config.max_size else guess)
         self._cur = fresh
+        self._cur_size = fresh.capacity
         return fresh
 
     def buffer_updated(self, nbytes: int) -> None:
@@ -598,9 +602,11 @@ class PooledReader(asyncio.BufferedProtocol):
         if self._waiter is not None:
             raise RuntimeError("another coroutine is already waiting for data on this reader")
         self._raise_pending()
-        if not self._chain._len:
-            # Everything received was read: let go of the receive buffer, so an
-            # idle connection holds none (the next receive takes a fresh one).
+        if not self._chain._len and self._cur_size > IDLE_KEEP_MAX:
+            # Everything received was read: let go of a large receive buffer, so
+            # an idle connection holds at most a small one (which a connection of
+            # small messages reuses instead of taking a fresh one per message).
+            # (No local names it: this frame stays suspended while it waits.)
             self._cur = None
         waiter = self._waiter = asyncio.get_running_loop().create_future()
         self._want = count
@@ -669,6 +675,7 @@ class PooledReader(asyncio.BufferedProtocol):
             else:
                 # The heap stand-in holds no unread bytes (each receive is split off).
                 self._cur = fresh
+                self._cur_size = fresh.capacity
                 self._starved = False
                 self._cancel_retry()
         should_pause = self._over_high or (self._starved and not waiting)
