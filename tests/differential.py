@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import deque
 from typing import Any
 
 import iobuf
 from iobuf import BufferPool, BufferPoolConfig, IoBuf, IoBufMut
-from iobuf._impl import join_adjacent, split_filled
+from iobuf._impl import commit_received, join_adjacent, sendable, split_filled, take_front
 
 CONFIG = BufferPoolConfig(min_size=64, max_size=256, max_per_class=3, alignment=64, thread_cache_capacity=2)
 
@@ -107,6 +108,31 @@ def _step(pool: BufferPool, live: list[Any], op: list[Any]) -> Any:
             return None
         live.append(joined)
         return _describe(joined)
+    if name == "find":
+        if not isinstance(obj, IoBuf):
+            return "n/a"
+        return [obj.find(bytes.fromhex(rest[0]), rest[1], rest[2]), _describe(obj)]
+    if name == "take_front":
+        if not isinstance(obj, IoBuf):
+            return "n/a"
+        chunks = deque([obj]) if obj else deque()
+        taken = take_front(chunks, rest[0], rest[1])
+        if taken is not None:
+            live.append(taken)
+        return [None if taken is None else _describe(taken), len(chunks), _describe(obj)]
+    if name == "commit_received":
+        if not isinstance(obj, IoBufMut):
+            return "n/a"
+        last = live[rest[1] % len(live)]
+        chunks = deque([last]) if isinstance(last, IoBuf) and last else deque()
+        full = commit_received(obj, rest[0], chunks)
+        live.extend(chunks)
+        return [full, [_describe(c) for c in chunks], _describe(obj)]
+    if name == "sendable":
+        if not isinstance(obj, IoBuf):
+            return "n/a"
+        sent = sendable(obj)
+        return [type(sent).__name__, bytes(sent).hex()]
     if name == "put_slice":
         rest = [bytes.fromhex(rest[0])]
     method = getattr(obj, name, None)

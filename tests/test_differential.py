@@ -68,6 +68,11 @@ operations = st.one_of(
     st.tuples(st.sampled_from(["join", "eq"]), slots, slots),
     st.tuples(st.sampled_from(["stats", "flush", "stats", "flush", "close"])),
     st.tuples(st.just("trim"), st.integers(0, 3)),
+    # The receive path's steps, and the IoBuf methods it relies on.
+    st.tuples(st.just("find"), slots, st.binary(max_size=3).map(bytes.hex), counts, counts),
+    st.tuples(st.just("take_front"), slots, counts, st.integers(0, 64)),
+    st.tuples(st.just("commit_received"), slots, st.integers(0, 300), slots),
+    st.tuples(st.sampled_from(["sendable", "compact"]), slots),
 ).map(list)
 
 

@@ -1929,7 +1929,10 @@ def commit_received(buf: IoBufMut, n, chunks) -> bool:
     when ``buf`` has no spare capacity left."""
     count: cython.Py_ssize_t = _nonneg("n", n)
     if count > buf._cap - buf._len:
-        raise ValueError(f"cannot commit {count} bytes with {buf._cap - buf._len} bytes of spare capacity")
+        raise ValueError(  # as advance_mut's (the pure core's commit is advance_mut)
+            f"cannot advance past end of buffer: advance_mut({count}) with "
+            f"{buf._cap - buf._len} bytes of spare capacity"
+        )
     if count:
         buf._len += count
         blk: Block = buf.share()
