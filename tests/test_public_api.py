@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import pickle
+import pydoc
+import traceback
 from pathlib import Path
+
+import pytest
 
 import iobuf
 
@@ -94,3 +99,38 @@ def test_a_core_that_does_not_load_falls_back_to_pure_python_with_a_warning(tmp_
     damaged.unlink()
     (package / "_core.py").write_text("raise AssertionError('the Cython source was run as Python')\n")
     assert implementation() == ("python", "")
+
+
+@pytest.mark.parametrize("error", [iobuf.PoolError, iobuf.Oversized, iobuf.Exhausted, iobuf.PoolClosed])
+def test_exceptions_go_by_their_public_name(error: type[iobuf.PoolError]) -> None:
+    """The exceptions print as ``iobuf.<Name>`` (traceback, ``help``), not by the
+    private module that defines them, and still pickle to the same class and message."""
+    assert error.__module__ == "iobuf"
+    assert getattr(iobuf, error.__name__) is error
+    exc = error("why")
+    assert repr(exc) == f"{error.__name__}('why')"
+    shown = traceback.format_exception(exc)
+    assert shown[-1] == f"iobuf.{error.__name__}: why\n"
+    assert f"class {error.__name__}(" in pydoc.render_doc(error, renderer=pydoc.plaintext)
+    back = pickle.loads(pickle.dumps(exc))
+    assert type(back) is error
+    assert str(back) == "why"
+    default = pickle.loads(pickle.dumps(error()))
+    assert str(default) == str(error())
+
+
+def test_try_alloc_goes_by_its_public_name() -> None:
+    """``BufferPool.try_alloc`` (on the pure core, one of two per-build
+    functions) shows its public name in ``help()`` and in tracebacks."""
+    method = iobuf.BufferPool.try_alloc
+    assert method.__name__ == "try_alloc"
+    assert method.__qualname__.endswith(".try_alloc")
+    assert pydoc.render_doc(method, renderer=pydoc.plaintext).splitlines()[2].startswith("try_alloc(")
+    with (
+        iobuf.BufferPool(iobuf.BufferPoolConfig.for_network()) as pool,
+        pytest.raises(iobuf.Oversized) as raised,
+    ):
+        pool.try_alloc(1 << 30)
+    frames = [frame.name for frame in traceback.extract_tb(raised.value.__traceback__)]
+    assert any(name.endswith("try_alloc") for name in frames), frames
+    assert not any(name.endswith(("_try_alloc_local", "_try_alloc_facets")) for name in frames), frames

@@ -30,7 +30,9 @@ from __future__ import annotations
 import ctypes
 import sys
 import threading
-from typing import TYPE_CHECKING, Any
+import types
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ._errors import Exhausted, Oversized, check_nonneg, check_size
 from ._memory import FREE_THREADED
@@ -45,6 +47,27 @@ __all__ = ["PoolCore"]
 
 _new = object.__new__
 _getrefcount = sys.getrefcount
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _renamed(func: _F, name: str) -> _F:
+    """``func`` (a function of a class body) as a new function object called
+    ``name``: the same code, globals and defaults, with the function's and its
+    code object's names replaced (a traceback shows the code object's). No
+    wrapper, so a call costs what a call of ``func`` does."""
+    original = cast("types.FunctionType", func)
+    qualname = f"{original.__qualname__.rpartition('.')[0]}.{name}"
+    code = original.__code__.replace(co_name=name, co_qualname=qualname)
+    renamed = types.FunctionType(
+        code, original.__globals__, name, original.__defaults__, original.__closure__
+    )
+    renamed.__qualname__ = qualname
+    renamed.__doc__ = original.__doc__
+    renamed.__annotations__ = original.__annotations__
+    renamed.__kwdefaults__ = original.__kwdefaults__
+    renamed.__module__ = original.__module__
+    return cast("_F", renamed)
 
 
 class PoolCore:
@@ -182,8 +205,9 @@ class PoolCore:
         return buf
 
     # What ``pool.try_alloc`` is on this build (both are correct on both; tests
-    # run the free-threaded one on GIL builds too).
-    try_alloc = _try_alloc_facets if FREE_THREADED else _try_alloc_local
+    # run the free-threaded one on GIL builds too), under its public name so
+    # that tracebacks and help() say ``try_alloc``.
+    try_alloc = _renamed(_try_alloc_facets if FREE_THREADED else _try_alloc_local, "try_alloc")
 
     def try_alloc_zeroed(self, length: int) -> IoBufMut:
         """:meth:`try_alloc` with ``len == length`` and bytes ``[0, length)`` zeroed."""

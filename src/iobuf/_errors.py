@@ -5,6 +5,10 @@ Invariants: ``PoolError`` is the root of everything the pool itself refuses
 ``ValueError`` raised by the ``check_*`` helpers below, always naming the
 parameter and the offending value, and always raised before any state changes.
 
+The exception classes say ``__module__ = "iobuf"``, the module users import
+them from, so they print (in ``repr``, tracebacks and ``help``) as
+``iobuf.Exhausted`` and pickle by that name.
+
 Thread safety: stateless; safe from any thread.
 """
 
@@ -29,9 +33,13 @@ _EXHAUSTED_MSG = "pool exhausted for required size class"
 class PoolError(Exception):
     """Root of the errors a :class:`~iobuf.BufferPool` raises for a request it refuses."""
 
+    __module__ = "iobuf"
+
 
 class Oversized(PoolError):
     """The requested capacity is larger than the pool's ``max_size``."""
+
+    __module__ = "iobuf"
 
     def __init__(self, message: str = _OVERSIZED_MSG) -> None:
         super().__init__(message)
@@ -40,12 +48,16 @@ class Oversized(PoolError):
 class Exhausted(PoolError):
     """Every buffer of the needed size class is in use and the class is at ``max_per_class``."""
 
+    __module__ = "iobuf"
+
     def __init__(self, message: str = _EXHAUSTED_MSG) -> None:
         super().__init__(message)
 
 
 class PoolClosed(PoolError):
     """The pool was closed (explicitly, by its ``with`` block, or by being dropped)."""
+
+    __module__ = "iobuf"
 
     def __init__(self, message: str = "buffer pool is closed; it hands out no more buffers") -> None:
         super().__init__(message)

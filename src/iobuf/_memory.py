@@ -15,7 +15,9 @@ which a child process made by ``os.fork()`` writes into the very pages of the
 parent's buffers (a free buffer reused in both processes corrupts both);
 private pages are copied on write instead. Smaller blocks use an
 over-allocated ``bytearray`` trimmed to an aligned window. Both are zero-filled
-when new, which ``alloc_zeroed`` relies on for freshly created buffers.
+when new, which ``IoBufMut.zeroed_with_alignment`` (and so ``alloc_zeroed``'s
+untracked fallback) relies on; pooled buffers are re-zeroed on each
+``alloc_zeroed``, fresh or not.
 
 On free-threaded builds (``FREE_THREADED``) every block is instead a view of a
 ``ctypes`` array laid over that window (:func:`shareable_view`). The reason is

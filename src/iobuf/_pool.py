@@ -5,7 +5,8 @@ What it owns: the validated config, the oversized counter, the closed flag,
 the slow-path decisions the core calls back into (``_bypass``, ``_oversized``,
 ``_exhausted``). Its base class, the core's ``PoolCore`` (``_alloc`` in pure
 Python, ``_core`` compiled), owns the size classes, the thread caches and the
-allocation hot path (``try_alloc``, ``try_alloc_zeroed``).
+allocation methods (``try_alloc``, ``alloc``, ``alloc_len`` and the zeroed
+ones).
 
 Invariants:
 - Buffers never reference the pool, only their size class, so dropping the
@@ -204,14 +205,16 @@ class BufferPool(PoolCore):
     # -- memory and leaks -----------------------------------------------------------
 
     def trim(self, keep: int = 0) -> int:
-        """Give free buffers' memory back to the operating system; returns the bytes freed.
+        """Free the pool's free buffers beyond ``keep`` per class; returns the bytes freed.
 
         Per class, takes the free buffers in the shared freelist and in the
         *calling* thread's cache (other threads' caches are theirs: call this
         from each, or :func:`flush_thread_cache` there first), keeps ``keep``
         of them in the shared freelist and frees the rest. Buffers in use are
         untouched; the class may create new ones again up to
-        ``max_per_class``. A no-op on a closed pool.
+        ``max_per_class``. Buffers of a page or more are unmapped, so their
+        memory goes back to the operating system at once. A no-op on a closed
+        pool.
         """
         return self._core_trim(check_nonneg("keep", keep))
 

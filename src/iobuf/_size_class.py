@@ -6,7 +6,7 @@ Each class keeps free buffers in two places:
 
 1. **Per-thread caches**: a ``threading.local`` per class, so several pools (or
    classes) never share a cache. Each thread's entry is a :class:`LocalCache`,
-   a plain list used as a LIFO stack of at most ``cache_capacity`` buffers.
+   a plain list used as a LIFO stack of at most ``thread_cache_capacity`` buffers.
    Only its own thread touches it, so the hot path (``take`` on a hit,
    ``give_back`` with room) is a list ``pop``/``append`` and takes no lock.
    ``PoolCore.try_alloc`` (``_alloc``) and ``IoBufMut.__del__`` inline the cache hit;
@@ -336,7 +336,7 @@ class SizeClass:
         "size",
         "alignment",
         "cache_capacity",
-        "capacity",
+        "thread_cache_capacity",
         "scrub",
         "origins",
         "shared",
@@ -365,10 +365,13 @@ class SizeClass:
     ) -> None:
         self.size = size
         self.alignment = alignment
-        # ``capacity`` is the configured cache size; ``cache_capacity`` is the
-        # limit the inlined return path compares against: -1 (always "full")
-        # sends every return to give_back_full, which scrubs and untracks.
-        self.capacity = cache_capacity
+        # Two limits on a thread's cache. ``thread_cache_capacity`` is the
+        # configured size (resolve_thread_cache_capacity()): how many buffers a
+        # cache holds, and what refill and spill batch by. ``cache_capacity`` is
+        # what the inlined return path (IoBufMut.__del__, give_back) compares
+        # ``len(cache)`` against: the same number, or -1 (never room) when every
+        # return must take give_back_full: scrubbing, tracking, or a closed class.
+        self.thread_cache_capacity = cache_capacity
         self.cache_capacity = -1 if scrub or track else cache_capacity
         self.scrub = scrub
         # base address -> (monotonic time, thread name, stack) of each tracked buffer in use
@@ -469,7 +472,7 @@ class SizeClass:
         if self.suspects:
             self.reclaim_suspects()
         shared = self.shared
-        capacity = self.capacity
+        capacity = self.thread_cache_capacity
         if capacity < MIN_BATCH_CAPACITY:
             mv = shared.take(cache.home)
         else:
@@ -528,7 +531,7 @@ class SizeClass:
         if shared.closed:
             self.addresses.pop(id(mv), None)
             return
-        capacity = self.capacity
+        capacity = self.thread_cache_capacity
         if len(cache) < capacity:  # only when scrubbing/tracking sent us here
             cache.append(mv)
             return

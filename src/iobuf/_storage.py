@@ -83,14 +83,21 @@ class BlockFile:
     :attr:`block_size` (the page size) and the pool's alignment must be at
     least that, as in ``BufferPoolConfig.for_storage()``.
 
-    >>> import tempfile, os
+    A page-aligned pool's buffers and whole blocks work either way:
+
+    >>> import os, tempfile
     >>> from iobuf import BufferPool, BufferPoolConfig
-    >>> pool = BufferPool(BufferPoolConfig.for_storage())
-    >>> path = os.path.join(tempfile.mkdtemp(), "data")
-    >>> with BlockFile(path, pool, mode="w+") as f:
-    ...     _ = f.write_at(0, b"x" * f.block_size)
-    ...     bytes(f.read_at(0, 4))
-    b'xxxx'
+    >>> pool = BufferPool(BufferPoolConfig.for_storage())  # page-aligned buffers
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     with BlockFile(os.path.join(tmp, "data"), pool, mode="w+") as f:
+    ...         buf = pool.alloc_zeroed(f.block_size)  # one aligned block
+    ...         buf.as_memoryview()[:5] = b"hello"
+    ...         f.write_at(0, buf) == f.block_size
+    ...         block = f.read_at(0, f.block_size)  # offset and length in whole blocks
+    ...         bytes(block[:5]), len(block) == f.block_size
+    True
+    (b'hello', True)
+    >>> pool.close()
     """
 
     __slots__ = ("_fd", "_pool", "_direct", "_block", "_reason", "_path", "_mode")

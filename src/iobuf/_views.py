@@ -45,8 +45,9 @@ conservatively refuses (it may refuse after the view died; never the reverse).
 
 Other invariants: ``0 <= _start <= _end <= len(_mv)`` for both (the readable
 bytes are ``_mv[_start:_end]``; an ``IoBufMut`` writes at ``_end``). Empty results (empty slice,
-``split_to(0)``, ``copy_to_bytes(0)``, freezing an empty buffer) are detached:
-they hold no owner and pin nothing. An ``IoBufMut`` that was frozen or converted
+``split_to(0)``, ``copy_to_bytes(0)``) are detached: they hold no owner and pin
+nothing. Freezing an empty buffer is not: the IoBuf takes the lease, as in the
+seed, so ``try_into_mut`` can turn it back. An ``IoBufMut`` that was frozen or converted
 is detached: capacity 0, not growable, so every write raises ``ValueError``.
 
 Thread safety: one ``IoBufMut`` has one owner; do not use it from two threads
