@@ -7,23 +7,9 @@ import re
 
 import pytest
 
-from iobuf import BufferPoolConfig, cache_line_size, page_size
+from iobuf import BufferPoolConfig, page_size
 
 from .helpers import PAGE, config
-
-
-def test_page_size_is_a_power_of_two_of_at_least_4096() -> None:
-    """page_size() reports a usable page size."""
-    size = page_size()
-    assert size >= 4096
-    assert size & (size - 1) == 0
-
-
-def test_cache_line_size_is_a_power_of_two() -> None:
-    """cache_line_size() is a power of two >= 32 (128 on x86_64/aarch64, as the seed)."""
-    line = cache_line_size()
-    assert line >= 32
-    assert line & (line - 1) == 0
 
 
 def test_valid_config_validates() -> None:

@@ -12,7 +12,6 @@ ones can only fail on a free-threaded build without that care.
 from __future__ import annotations
 
 import ctypes
-import gc
 import threading
 import traceback
 from collections.abc import Callable
@@ -20,40 +19,12 @@ from collections.abc import Callable
 import pytest
 
 from iobuf import BufferPool, BufferPoolConfig, IoBuf, IoBufMut
-from iobuf._memory import aligned_block, shareable_view
-from iobuf._views import _fresh_window, _slice_window, _window
+from iobuf._memory import aligned_block
 
 from .helpers import FREE_THREADED, PAGE
 
 THREADS = 4
 ROUNDS = 20_000 if FREE_THREADED else 2_000
-
-
-def test_shareable_view_is_the_same_memory_behind_a_ctypes_array() -> None:
-    raw = bytearray(b"0123456789")
-    view = memoryview(raw)[2:8]
-    shared = shareable_view(view)
-    assert isinstance(shared.obj, ctypes.Array)
-    assert (shared.format, shared.ndim, len(shared), shared.readonly) == ("B", 1, 6, False)
-    assert bytes(shared) == b"234567"
-    shared[0] = ord("x")  # writes reach the original memory, and back
-    raw[7] = ord("y")
-    assert bytes(raw) == b"01x3456y89"
-    assert bytes(_fresh_window(shared, 0, 6)) == b"x3456y"
-    del raw, view
-    gc.collect()
-    assert bytes(shared) == b"x3456y"  # the array keeps the bytearray alive
-
-
-def test_windows_agree_on_every_kind_of_memory() -> None:
-    for mv in (memoryview(b"abcdef"), shareable_view(memoryview(bytearray(b"abcdef"))), memoryview(b"")):
-        n = len(mv)
-        for a, b in ((0, n), (1, max(1, n - 1)), (n, n)):
-            fresh = _fresh_window(mv, a, b)
-            assert bytes(fresh) == bytes(_slice_window(mv, a, b)) == bytes(mv)[a:b]
-            assert (fresh.format, fresh.ndim) == ("B", 1)
-            assert fresh.obj is mv.obj
-    assert _window is (_fresh_window if FREE_THREADED else _slice_window)
 
 
 @pytest.mark.pure_core
