@@ -13,8 +13,12 @@ from .helpers import PAGE, config
 
 
 def test_valid_config_validates() -> None:
-    """A page-aligned 4-class config passes validate()."""
-    config(PAGE, PAGE * 4, 10).validate()
+    """A page-aligned config of three classes (PAGE..4*PAGE) passes validate() and
+    describes exactly those classes: a validate() that refused a valid config, or
+    class sizes off by one doubling, fail here."""
+    cfg = config(PAGE, PAGE * 4, 10)
+    cfg.validate()
+    assert cfg.class_sizes == (PAGE, 2 * PAGE, 4 * PAGE)
 
 
 def test_explicit_thread_cache_above_max_per_class_is_rejected() -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +22,8 @@ from hypothesis import strategies as st
 import iobuf
 from iobuf import BlockFile, BufferPool, BufferPoolConfig, IoBuf, IoBufMut, IoBufs, PoolError
 
+from .strategies import mistaken_arguments
+
 ALLOWED = (TypeError, ValueError, PoolError)
 SETTINGS = settings(
     max_examples=150 if os.environ.get("CI") else 60,
@@ -30,28 +31,8 @@ SETTINGS = settings(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 
-# Anything a caller might pass by mistake, at the edges of every range.
-ints = st.one_of(
-    st.integers(-3, 70_000),
-    st.sampled_from([-(2**63), -1, 0, 1, 2**31, 2**63 - 1, 2**63, 2**64, 2**100, sys.maxsize]),
-)
-values = st.one_of(
-    ints,
-    st.none(),
-    st.booleans(),
-    st.floats(allow_nan=True),
-    st.text(max_size=4),
-    st.binary(max_size=64),
-    st.binary(max_size=64).map(bytearray),
-    st.binary(max_size=64).map(memoryview),
-    st.binary(max_size=64).map(IoBuf),
-    st.binary(max_size=64).map(IoBufMut),
-    st.lists(st.binary(max_size=8), max_size=3),
-    st.builds(object),
-    st.just(slice(1, 3)),
-    st.just(BufferPoolConfig.for_network()),
-)
-arg_lists = st.lists(values, max_size=4)
+
+ARG_LISTS = mistaken_arguments()
 
 
 def small_pool() -> BufferPool:
@@ -147,7 +128,7 @@ CONFIG_BUILDERS = [
 
 @pytest.mark.parametrize("name", sorted(CONSTRUCTORS))
 @SETTINGS
-@given(args=arg_lists)
+@given(args=ARG_LISTS)
 def test_constructors(name: str, args: list[Any]) -> None:
     pool = small_pool()
     # Huge sizes are valid requests for a heap buffer; keep them from allocating gigabytes.
@@ -159,20 +140,29 @@ def test_constructors(name: str, args: list[Any]) -> None:
 
 @pytest.mark.parametrize("name", CONFIG_BUILDERS)
 @SETTINGS
-@given(args=arg_lists)
+@given(args=ARG_LISTS)
 def test_config_builders_then_validate(name: str, args: list[Any]) -> None:
+    """Each ``with_*`` builder, then ``validate()`` and a pool built from the result:
+    only TypeError/ValueError come out; a builder that accepts its arguments returns
+    a new config and leaves the one it was called on unchanged, and a config that
+    validates makes a pool that hands out buffers."""
+    base = BufferPoolConfig.for_network()
+
     def build(*a: Any) -> None:
-        cfg = getattr(BufferPoolConfig.for_network(), name)(*a)
+        cfg = getattr(base, name)(*a)
+        assert isinstance(cfg, BufferPoolConfig) and cfg is not base
         cfg.validate()
         if cfg.max_size <= 1 << 20 and cfg.max_per_class <= 64:
-            BufferPool(cfg).close()
+            with BufferPool(cfg) as pool:
+                still_works(pool)
 
     call_checked(build, args)
+    assert base == BufferPoolConfig.for_network()
 
 
 @pytest.mark.parametrize("name", sorted(pool_methods(small_pool())))
 @SETTINGS
-@given(args=arg_lists)
+@given(args=ARG_LISTS)
 def test_pool_methods(name: str, args: list[Any]) -> None:
     pool = small_pool()
     if args and isinstance(args[0], int) and args[0] > 1 << 20:
@@ -184,7 +174,7 @@ def test_pool_methods(name: str, args: list[Any]) -> None:
 @pytest.mark.parametrize("name", sorted(mut_methods(IoBufMut())))
 @pytest.mark.parametrize("kind", ["pooled", "heap"])
 @SETTINGS
-@given(args=arg_lists, content=st.binary(max_size=100))
+@given(args=ARG_LISTS, content=st.binary(max_size=100))
 def test_iobufmut_methods(name: str, kind: str, args: list[Any], content: bytes) -> None:
     pool = small_pool()
     buf = pool.alloc(128) if kind == "pooled" else IoBufMut()
@@ -197,7 +187,7 @@ def test_iobufmut_methods(name: str, kind: str, args: list[Any], content: bytes)
 
 @pytest.mark.parametrize("name", sorted(iobuf_methods(IoBuf(b""))))
 @SETTINGS
-@given(args=arg_lists, content=st.binary(max_size=100))
+@given(args=ARG_LISTS, content=st.binary(max_size=100))
 def test_iobuf_methods(name: str, args: list[Any], content: bytes) -> None:
     pool = small_pool()
     mut = pool.alloc(128)
@@ -212,7 +202,7 @@ def test_iobuf_methods(name: str, args: list[Any], content: bytes) -> None:
 
 @pytest.mark.parametrize("name", sorted(chain_methods(IoBufs())))
 @SETTINGS
-@given(args=arg_lists, pieces=st.lists(st.binary(max_size=40), max_size=4))
+@given(args=ARG_LISTS, pieces=st.lists(st.binary(max_size=40), max_size=4))
 def test_chain_methods(name: str, args: list[Any], pieces: list[bytes]) -> None:
     pool = small_pool()
     chain = IoBufs(pieces)
@@ -245,7 +235,7 @@ IO_CALLS = ["send_all", "write_all", "pwrite_all", "recv_into_pool", "recv_exact
 
 @pytest.mark.parametrize("name", IO_CALLS)
 @SETTINGS
-@given(args=arg_lists)
+@given(args=ARG_LISTS)
 def test_io_helpers(
     io_targets: tuple[socket.socket, socket.socket, int, Path], name: str, args: list[Any]
 ) -> None:
@@ -275,7 +265,7 @@ BLOCKFILE_CALLS = ["read_at", "readinto_at", "write_at", "truncate"]
 @pytest.mark.parametrize("name", BLOCKFILE_CALLS)
 @pytest.mark.parametrize("direct", [None, False])
 @SETTINGS
-@given(args=arg_lists)
+@given(args=ARG_LISTS)
 def test_blockfile_methods(
     io_targets: tuple[socket.socket, socket.socket, int, Path],
     name: str,
@@ -293,7 +283,7 @@ def test_blockfile_methods(
 
 
 @SETTINGS
-@given(args=arg_lists)
+@given(args=ARG_LISTS)
 def test_blockfile_constructor(
     io_targets: tuple[socket.socket, socket.socket, int, Path], args: list[Any]
 ) -> None:
@@ -312,7 +302,7 @@ def test_blockfile_constructor(
 
 @pytest.mark.parametrize("name", ["readexactly", "readexactly_chain", "read", "readuntil"])
 @SETTINGS
-@given(args=arg_lists)
+@given(args=ARG_LISTS)
 def test_reader_methods(name: str, args: list[Any]) -> None:
     pool = small_pool()
 
