@@ -60,6 +60,10 @@ def in_child(body: Callable[[], int]) -> int:
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 @pytest.mark.parametrize("size", [512, page_size(), MiB])  # bytearray- and mmap-backed blocks
 def test_a_forked_child_reuses_buffers_without_touching_the_parents(size: int) -> None:
+    """A forked child allocates the very buffer that was free in the parent (same address, no new one
+    created) and writes into it, and the parent's copy still holds the parent's bytes: for
+    bytearray-backed and mmap-backed blocks alike, so an anonymous mapping shared with the child
+    (MAP_SHARED) fails here."""
     pool = BufferPool(BufferPoolConfig(min_size=512, max_size=MiB, max_per_class=4, alignment=512))
     buf = pool.alloc(size)
     buf.put_slice(b"parent data")

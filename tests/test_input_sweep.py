@@ -130,6 +130,9 @@ CONFIG_BUILDERS = [
 @SETTINGS
 @given(args=ARG_LISTS)
 def test_constructors(name: str, args: list[Any]) -> None:
+    """Every public constructor and module-level function, given any mistaken arguments, raises only
+    TypeError, ValueError or a PoolError (never OverflowError, AttributeError, SystemError or a
+    crash), and a pool made beforehand still works afterwards."""
     pool = small_pool()
     # Huge sizes are valid requests for a heap buffer; keep them from allocating gigabytes.
     if name.startswith("IoBufMut.") and args and isinstance(args[0], int) and args[0] > 1 << 20:
@@ -164,6 +167,8 @@ def test_config_builders_then_validate(name: str, args: list[Any]) -> None:
 @SETTINGS
 @given(args=ARG_LISTS)
 def test_pool_methods(name: str, args: list[Any]) -> None:
+    """Each BufferPool method, given any mistaken arguments, raises only TypeError, ValueError or a
+    PoolError, and the pool still hands out, fills and accounts for a buffer afterwards."""
     pool = small_pool()
     if args and isinstance(args[0], int) and args[0] > 1 << 20:
         args[0] = 1 << 20  # an oversized fallback of up to 1 MiB, not of 2**63 bytes
@@ -176,6 +181,9 @@ def test_pool_methods(name: str, args: list[Any]) -> None:
 @SETTINGS
 @given(args=ARG_LISTS, content=st.binary(max_size=100))
 def test_iobufmut_methods(name: str, kind: str, args: list[Any], content: bytes) -> None:
+    """Each IoBufMut method, on a pooled and on a heap buffer holding random bytes, given any mistaken
+    arguments, raises only the allowed errors (IndexError only from indexing), leaves the length
+    within the capacity, and the pool still works once the buffer is dropped."""
     pool = small_pool()
     buf = pool.alloc(128) if kind == "pooled" else IoBufMut()
     buf.put_slice(content)
@@ -189,6 +197,9 @@ def test_iobufmut_methods(name: str, kind: str, args: list[Any], content: bytes)
 @SETTINGS
 @given(args=ARG_LISTS, content=st.binary(max_size=100))
 def test_iobuf_methods(name: str, args: list[Any], content: bytes) -> None:
+    """Each IoBuf method, given any mistaken arguments, raises only the allowed errors (IndexError only
+    from indexing), a clone taken before still reads the original bytes (a failing call changed
+    nothing it shares), and the pool still works afterwards."""
     pool = small_pool()
     mut = pool.alloc(128)
     mut.put_slice(content)
@@ -204,6 +215,8 @@ def test_iobuf_methods(name: str, args: list[Any], content: bytes) -> None:
 @SETTINGS
 @given(args=ARG_LISTS, pieces=st.lists(st.binary(max_size=40), max_size=4))
 def test_chain_methods(name: str, args: list[Any], pieces: list[bytes]) -> None:
+    """Each IoBufs method, on a chain of random pieces, given any mistaken arguments, raises only the
+    allowed errors and leaves the chain canonical (no empty chunk)."""
     pool = small_pool()
     chain = IoBufs(pieces)
     call_checked(chain_methods(chain)[name], args)
@@ -239,6 +252,9 @@ IO_CALLS = ["send_all", "write_all", "pwrite_all", "recv_into_pool", "recv_exact
 def test_io_helpers(
     io_targets: tuple[socket.socket, socket.socket, int, Path], name: str, args: list[Any]
 ) -> None:
+    """Each vectored I/O helper, on a real non-blocking socket pair and a real file, given any mistaken
+    arguments, raises only the allowed errors (or BlockingIOError/EOFError for a socket with nothing
+    to read or a short file), and the pool still works afterwards."""
     a, b, fd, _ = io_targets
     pool = small_pool()
     # Huge counts are valid requests for a buffer that size; keep them from allocating gigabytes.
@@ -272,6 +288,8 @@ def test_blockfile_methods(
     direct: bool | None,
     args: list[Any],
 ) -> None:
+    """Each BlockFile method, buffered and in the default mode, given any mistaken arguments, raises
+    only the allowed errors (IndexError never), and the pool still works afterwards."""
     _, _, _, path = io_targets
     pool = BufferPool(BufferPoolConfig.for_storage().with_max_size(1 << 20))
     capped = [
@@ -287,6 +305,8 @@ def test_blockfile_methods(
 def test_blockfile_constructor(
     io_targets: tuple[socket.socket, socket.socket, int, Path], args: list[Any]
 ) -> None:
+    """BlockFile given any mistaken mode and direct arguments raises only the allowed errors or the
+    OS's own OSError, and the pool still works afterwards."""
     _, _, _, path = io_targets
     pool = small_pool()
 
@@ -304,6 +324,9 @@ def test_blockfile_constructor(
 @SETTINGS
 @given(args=ARG_LISTS)
 def test_reader_methods(name: str, args: list[Any]) -> None:
+    """Each PooledReader read, on a connection with 44 bytes then EOF, given any mistaken arguments,
+    raises only the allowed errors or asyncio's IncompleteReadError/LimitOverrunError within 5 s (no
+    hang), keeps its transport, and the pool still works afterwards."""
     pool = small_pool()
 
     async def main() -> None:

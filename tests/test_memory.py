@@ -27,6 +27,9 @@ def test_cache_line_size_is_a_power_of_two() -> None:
 
 
 def test_shareable_view_is_the_same_memory_behind_a_ctypes_array() -> None:
+    """shareable_view gives a writable 1-D byte view, backed by a ctypes array, of the very same
+    memory: writes through either side show on the other, a fresh window of it reads the same bytes,
+    and the array keeps the original bytearray alive after every other reference is gone."""
     raw = bytearray(b"0123456789")
     view = memoryview(raw)[2:8]
     shared = shareable_view(view)

@@ -540,6 +540,9 @@ def rss() -> int:
 
 @pytest.mark.usefixtures("hot_path")
 def test_trim_gives_the_memory_of_a_burst_back_to_the_os() -> None:
+    """After a burst of 64 one-MiB buffers comes back to the pool, the memory stays resident until
+    trim(), which frees all 64 MiB of it (RSS drops by at least 48 MiB), resets the class's counts
+    to zero, and leaves a class that creates buffers again."""
     pool = BufferPool(BufferPoolConfig.for_storage().with_max_per_class(64))
     burst = [pool.alloc(MiB) for _ in range(64)]
     for buf in burst:
@@ -562,6 +565,9 @@ def test_trim_gives_the_memory_of_a_burst_back_to_the_os() -> None:
 
 @pytest.mark.usefixtures("hot_path")
 def test_trim_keeps_buffers_in_use_and_honours_keep() -> None:
+    """trim(keep=2) frees only free buffers beyond the two kept, never one in use (its bytes stay), and
+    returns the bytes freed; a negative or non-int keep is refused; after close() trim frees
+    nothing."""
     pool = BufferPool(BufferPoolConfig.for_network().with_max_per_class(16).with_thread_cache_disabled())
     kept = pool.alloc(4096)
     kept.put_slice(b"in use")
@@ -597,6 +603,8 @@ def test_trim_keeps_warm_buffers_from_the_callers_cache_too() -> None:
 
 @pytest.mark.usefixtures("hot_path")
 def test_trim_reaches_only_the_calling_threads_cache() -> None:
+    """trim() frees what the shared list and the calling thread's cache hold, not another live thread's
+    cache (which it cannot reach safely); once that thread exits, its flushed buffers are trimmable."""
     pool = BufferPool(BufferPoolConfig.for_network().with_max_per_class(16).with_thread_cache_capacity(8))
     ready, done = threading.Event(), threading.Event()
 
@@ -625,6 +633,9 @@ def test_trim_reaches_only_the_calling_threads_cache() -> None:
 @pytest.mark.usefixtures("hot_path")
 @pytest.mark.parametrize("how", ["direct", "frozen", "exported view", "other thread"])
 def test_scrubbing_zeroes_every_returned_buffer(how: str) -> None:
+    """With scrub_on_return, a buffer that comes back directly, through its last IoBuf, through its
+    last exported view, or from another thread is all zeros when handed out again (the same
+    address), so no bytes leak to the next user."""
     pool = BufferPool(BufferPoolConfig.for_network().with_max_per_class(1).with_scrub_on_return(True))
     buf = pool.alloc(1000)
     buf.put_slice(b"secret" * 100)
@@ -666,6 +677,8 @@ def test_without_scrubbing_old_bytes_remain() -> None:
 
 @pytest.mark.usefixtures("hot_path")
 def test_scrubbing_pool_keeps_its_caches_and_counts() -> None:
+    """A scrubbing pool still parks returns in the thread cache up to its capacity (4) and the rest on
+    the shared list, with created matching, and a flush moves them all to the shared list."""
     pool = BufferPool(
         BufferPoolConfig.for_network()
         .with_max_per_class(32)
@@ -689,6 +702,10 @@ def allocate_for_a_while(pool: BufferPool) -> IoBufMut:
 
 @pytest.mark.usefixtures("hot_path")
 def test_outstanding_lists_buffers_in_use_with_their_origin() -> None:
+    """With tracking, outstanding() lists the pooled buffers in use oldest first, each with its size,
+    address, the caller that allocated it (not a frame inside iobuf), the allocating thread's name
+    and its age; a buffer kept alive only by a memoryview is still listed until the view goes, and
+    nothing is listed once all are dropped."""
     pool = BufferPool(BufferPoolConfig.for_network().with_track_allocations(True))
     leaked = allocate_for_a_while(pool)
     short = pool.alloc(100)
@@ -703,7 +720,8 @@ def test_outstanding_lists_buffers_in_use_with_their_origin() -> None:
     assert [b.size for b in report] == [4096, 1024, 8192]  # oldest first
     first = report[0]
     assert isinstance(first, OutstandingBuffer) and first.address == leaked.address
-    assert "allocate_for_a_while" in first.origin and "_pool.py" not in first.origin
+    # No frame of the library itself (this file is test_pool.py, hence the directory).
+    assert "allocate_for_a_while" in first.origin and "iobuf/_pool.py" not in first.origin
     assert first.thread == "MainThread" and first.age >= report[-1].age >= 0
     assert report[2].thread == "loader"
     assert "4096-byte buffer at 0x" in str(first)
@@ -717,6 +735,8 @@ def test_outstanding_lists_buffers_in_use_with_their_origin() -> None:
 
 @pytest.mark.usefixtures("hot_path")
 def test_outstanding_needs_tracking() -> None:
+    """outstanding() on a pool without allocation tracking raises PoolError saying tracking is off,
+    rather than returning an empty (misleading) list."""
     pool = BufferPool(BufferPoolConfig.for_network())
     with pytest.raises(PoolError, match="allocation tracking is off"):
         pool.outstanding()
@@ -724,6 +744,8 @@ def test_outstanding_needs_tracking() -> None:
 
 @pytest.mark.usefixtures("hot_path")
 def test_tracking_survives_close_and_untracked_allocations() -> None:
+    """An exhausted alloc's untracked fallback is not listed by outstanding(); a tracked buffer stays
+    listed after close() while it is still in use, and goes when dropped."""
     pool = BufferPool(BufferPoolConfig.for_network().with_max_per_class(1).with_track_allocations(True))
     held = pool.alloc(2048)
     fallback = pool.alloc(2048)  # exhausted: an untracked heap buffer, not reported

@@ -419,6 +419,9 @@ def test_sockets_and_files_accept_iobufs_directly() -> None:
 
 
 def test_windows_agree_on_every_kind_of_memory() -> None:
+    """_fresh_window (a new view per call, for free-threaded builds) and _slice_window (a slice, for
+    GIL builds) read the same bytes of the same object for bytes, ctypes-backed and empty memory at
+    every kind of bound, and _window is the one the build needs."""
     for mv in (memoryview(b"abcdef"), shareable_view(memoryview(bytearray(b"abcdef"))), memoryview(b"")):
         n = len(mv)
         for a, b in ((0, n), (1, max(1, n - 1)), (n, n)):
