@@ -15,7 +15,10 @@ PAGE = page_size()
 FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 # Whether this process runs with the GIL: always before 3.13 (``sys._is_gil_enabled``
 # is new there), and on a free-threaded build when it was switched back on (PYTHON_GIL=1).
-GIL_ENABLED: bool = sys._is_gil_enabled() if sys.version_info >= (3, 13) else True
+if sys.version_info >= (3, 13):
+    GIL_ENABLED = sys._is_gil_enabled()
+else:
+    GIL_ENABLED = True
 #: For tests of races the GIL serialises: they cannot fail with it on, so they skip
 #: (and are not counted as passing) there.
 without_gil = pytest.mark.skipif(
