@@ -1,4 +1,4 @@
-"""Fixtures shared by every test module."""
+"""Fixtures shared by every test module (the file-to-module map is in tests/README.md)."""
 
 from __future__ import annotations
 

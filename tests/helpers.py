@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 import sysconfig
+
+import pytest
 
 from iobuf import BufferPool, BufferPoolConfig, SizeClassStats, page_size
 
@@ -10,6 +13,17 @@ PAGE = page_size()
 # A free-threaded build: biased reference counting may run a finalizer in the
 # thread that created the object rather than the one that dropped it.
 FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+# Whether this process runs with the GIL: always before 3.13 (``sys._is_gil_enabled``
+# is new there), and on a free-threaded build when it was switched back on (PYTHON_GIL=1).
+if sys.version_info >= (3, 13):
+    GIL_ENABLED = sys._is_gil_enabled()
+else:
+    GIL_ENABLED = True
+#: For tests of races the GIL serialises: they cannot fail with it on, so they skip
+#: (and are not counted as passing) there.
+without_gil = pytest.mark.skipif(
+    GIL_ENABLED, reason="the GIL serialises what this test races: it can only fail without the GIL"
+)
 
 
 def config(min_size: int, max_size: int, max_per_class: int, **kw: object) -> BufferPoolConfig:

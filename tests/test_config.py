@@ -7,28 +7,18 @@ import re
 
 import pytest
 
-from iobuf import BufferPoolConfig, cache_line_size, page_size
+from iobuf import BufferPoolConfig, page_size
 
 from .helpers import PAGE, config
 
 
-def test_page_size_is_a_power_of_two_of_at_least_4096() -> None:
-    """page_size() reports a usable page size."""
-    size = page_size()
-    assert size >= 4096
-    assert size & (size - 1) == 0
-
-
-def test_cache_line_size_is_a_power_of_two() -> None:
-    """cache_line_size() is a power of two >= 32 (128 on x86_64/aarch64, as the seed)."""
-    line = cache_line_size()
-    assert line >= 32
-    assert line & (line - 1) == 0
-
-
 def test_valid_config_validates() -> None:
-    """A page-aligned 4-class config passes validate()."""
-    config(PAGE, PAGE * 4, 10).validate()
+    """A page-aligned config of three classes (PAGE..4*PAGE) passes validate() and
+    describes exactly those classes: a validate() that refused a valid config, or
+    class sizes off by one doubling, fail here."""
+    cfg = config(PAGE, PAGE * 4, 10)
+    cfg.validate()
+    assert cfg.class_sizes == (PAGE, 2 * PAGE, 4 * PAGE)
 
 
 def test_explicit_thread_cache_above_max_per_class_is_rejected() -> None:

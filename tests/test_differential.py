@@ -23,57 +23,9 @@ from hypothesis import strategies as st
 import iobuf
 
 from . import differential
+from .strategies import differential_operations
 
 ROOT = Path(__file__).resolve().parent.parent
-
-sizes = st.integers(-1, 300)
-counts = st.integers(-1, 300)
-slots = st.integers(0, 20)
-hex_data = st.binary(max_size=80).map(bytes.hex)
-
-ALLOCATORS = ["try_alloc", "alloc", "alloc_len", "alloc_zeroed", "try_alloc_zeroed"]
-
-operations = st.one_of(
-    st.tuples(st.sampled_from(ALLOCATORS), sizes),
-    st.tuples(st.just("put_slice"), slots, hex_data),
-    st.tuples(
-        st.sampled_from(["set_len", "truncate", "advance", "advance_mut", "split_to", "copy_to_bytes"]),
-        slots,
-        counts,
-    ),
-    st.tuples(st.just("slice"), slots, counts, counts),
-    st.tuples(st.just("poke"), slots, st.integers(0, 255)),
-    st.tuples(
-        st.sampled_from(
-            [
-                "clear",
-                "freeze",
-                "clone",
-                "try_into_mut",
-                "into_mut",
-                "remaining",
-                "chunk",
-                "spare_capacity",
-                "view",
-                "release",
-                "drop",
-                "drop",
-            ]
-        ),
-        slots,
-    ),
-    st.tuples(st.just("index"), slots, st.integers(-300, 300)),
-    st.tuples(st.just("getslice"), slots, st.integers(-300, 300), st.integers(-300, 300)),
-    st.tuples(st.just("split_filled"), slots),
-    st.tuples(st.sampled_from(["join", "eq"]), slots, slots),
-    st.tuples(st.sampled_from(["stats", "flush", "stats", "flush", "close"])),
-    st.tuples(st.just("trim"), st.integers(0, 3)),
-    # The receive path's steps, and the IoBuf methods it relies on.
-    st.tuples(st.just("find"), slots, st.binary(max_size=3).map(bytes.hex), counts, counts),
-    st.tuples(st.just("take_front"), slots, counts, st.integers(0, 64)),
-    st.tuples(st.just("commit_received"), slots, st.integers(0, 300), slots),
-    st.tuples(st.sampled_from(["sendable", "compact"]), slots),
-).map(list)
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +69,7 @@ def ask(proc: subprocess.Popen[str], ops: list[list[Any]]) -> Any:
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
-@given(ops=st.lists(operations, max_size=40))
+@given(ops=st.lists(differential_operations(), max_size=40))
 def test_both_cores_agree_on_every_outcome(other_core: subprocess.Popen[str], ops: list[list[Any]]) -> None:
     """Bytes, lengths, capacities, exceptions (type and message) and stats are the same on both cores."""
     mine = json.loads(json.dumps(differential.run(ops)))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +22,8 @@ from hypothesis import strategies as st
 import iobuf
 from iobuf import BlockFile, BufferPool, BufferPoolConfig, IoBuf, IoBufMut, IoBufs, PoolError
 
+from .strategies import mistaken_arguments
+
 ALLOWED = (TypeError, ValueError, PoolError)
 SETTINGS = settings(
     max_examples=150 if os.environ.get("CI") else 60,
@@ -30,28 +31,8 @@ SETTINGS = settings(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 
-# Anything a caller might pass by mistake, at the edges of every range.
-ints = st.one_of(
-    st.integers(-3, 70_000),
-    st.sampled_from([-(2**63), -1, 0, 1, 2**31, 2**63 - 1, 2**63, 2**64, 2**100, sys.maxsize]),
-)
-values = st.one_of(
-    ints,
-    st.none(),
-    st.booleans(),
-    st.floats(allow_nan=True),
-    st.text(max_size=4),
-    st.binary(max_size=64),
-    st.binary(max_size=64).map(bytearray),
-    st.binary(max_size=64).map(memoryview),
-    st.binary(max_size=64).map(IoBuf),
-    st.binary(max_size=64).map(IoBufMut),
-    st.lists(st.binary(max_size=8), max_size=3),
-    st.builds(object),
-    st.just(slice(1, 3)),
-    st.just(BufferPoolConfig.for_network()),
-)
-arg_lists = st.lists(values, max_size=4)
+
+ARG_LISTS = mistaken_arguments()
 
 
 def small_pool() -> BufferPool:
@@ -147,8 +128,11 @@ CONFIG_BUILDERS = [
 
 @pytest.mark.parametrize("name", sorted(CONSTRUCTORS))
 @SETTINGS
-@given(args=arg_lists)
+@given(args=ARG_LISTS)
 def test_constructors(name: str, args: list[Any]) -> None:
+    """Every public constructor and module-level function, given any mistaken arguments, raises only
+    TypeError, ValueError or a PoolError (never OverflowError, AttributeError, SystemError or a
+    crash), and a pool made beforehand still works afterwards."""
     pool = small_pool()
     # Huge sizes are valid requests for a heap buffer; keep them from allocating gigabytes.
     if name.startswith("IoBufMut.") and args and isinstance(args[0], int) and args[0] > 1 << 20:
@@ -159,21 +143,32 @@ def test_constructors(name: str, args: list[Any]) -> None:
 
 @pytest.mark.parametrize("name", CONFIG_BUILDERS)
 @SETTINGS
-@given(args=arg_lists)
+@given(args=ARG_LISTS)
 def test_config_builders_then_validate(name: str, args: list[Any]) -> None:
+    """Each ``with_*`` builder, then ``validate()`` and a pool built from the result:
+    only TypeError/ValueError come out; a builder that accepts its arguments returns
+    a new config and leaves the one it was called on unchanged, and a config that
+    validates makes a pool that hands out buffers."""
+    base = BufferPoolConfig.for_network()
+
     def build(*a: Any) -> None:
-        cfg = getattr(BufferPoolConfig.for_network(), name)(*a)
+        cfg = getattr(base, name)(*a)
+        assert isinstance(cfg, BufferPoolConfig) and cfg is not base
         cfg.validate()
         if cfg.max_size <= 1 << 20 and cfg.max_per_class <= 64:
-            BufferPool(cfg).close()
+            with BufferPool(cfg) as pool:
+                still_works(pool)
 
     call_checked(build, args)
+    assert base == BufferPoolConfig.for_network()
 
 
 @pytest.mark.parametrize("name", sorted(pool_methods(small_pool())))
 @SETTINGS
-@given(args=arg_lists)
+@given(args=ARG_LISTS)
 def test_pool_methods(name: str, args: list[Any]) -> None:
+    """Each BufferPool method, given any mistaken arguments, raises only TypeError, ValueError or a
+    PoolError, and the pool still hands out, fills and accounts for a buffer afterwards."""
     pool = small_pool()
     if args and isinstance(args[0], int) and args[0] > 1 << 20:
         args[0] = 1 << 20  # an oversized fallback of up to 1 MiB, not of 2**63 bytes
@@ -184,8 +179,11 @@ def test_pool_methods(name: str, args: list[Any]) -> None:
 @pytest.mark.parametrize("name", sorted(mut_methods(IoBufMut())))
 @pytest.mark.parametrize("kind", ["pooled", "heap"])
 @SETTINGS
-@given(args=arg_lists, content=st.binary(max_size=100))
+@given(args=ARG_LISTS, content=st.binary(max_size=100))
 def test_iobufmut_methods(name: str, kind: str, args: list[Any], content: bytes) -> None:
+    """Each IoBufMut method, on a pooled and on a heap buffer holding random bytes, given any mistaken
+    arguments, raises only the allowed errors (IndexError only from indexing), leaves the length
+    within the capacity, and the pool still works once the buffer is dropped."""
     pool = small_pool()
     buf = pool.alloc(128) if kind == "pooled" else IoBufMut()
     buf.put_slice(content)
@@ -197,8 +195,11 @@ def test_iobufmut_methods(name: str, kind: str, args: list[Any], content: bytes)
 
 @pytest.mark.parametrize("name", sorted(iobuf_methods(IoBuf(b""))))
 @SETTINGS
-@given(args=arg_lists, content=st.binary(max_size=100))
+@given(args=ARG_LISTS, content=st.binary(max_size=100))
 def test_iobuf_methods(name: str, args: list[Any], content: bytes) -> None:
+    """Each IoBuf method, given any mistaken arguments, raises only the allowed errors (IndexError only
+    from indexing), a clone taken before still reads the original bytes (a failing call changed
+    nothing it shares), and the pool still works afterwards."""
     pool = small_pool()
     mut = pool.alloc(128)
     mut.put_slice(content)
@@ -212,8 +213,10 @@ def test_iobuf_methods(name: str, args: list[Any], content: bytes) -> None:
 
 @pytest.mark.parametrize("name", sorted(chain_methods(IoBufs())))
 @SETTINGS
-@given(args=arg_lists, pieces=st.lists(st.binary(max_size=40), max_size=4))
+@given(args=ARG_LISTS, pieces=st.lists(st.binary(max_size=40), max_size=4))
 def test_chain_methods(name: str, args: list[Any], pieces: list[bytes]) -> None:
+    """Each IoBufs method, on a chain of random pieces, given any mistaken arguments, raises only the
+    allowed errors and leaves the chain canonical (no empty chunk)."""
     pool = small_pool()
     chain = IoBufs(pieces)
     call_checked(chain_methods(chain)[name], args)
@@ -245,10 +248,13 @@ IO_CALLS = ["send_all", "write_all", "pwrite_all", "recv_into_pool", "recv_exact
 
 @pytest.mark.parametrize("name", IO_CALLS)
 @SETTINGS
-@given(args=arg_lists)
+@given(args=ARG_LISTS)
 def test_io_helpers(
     io_targets: tuple[socket.socket, socket.socket, int, Path], name: str, args: list[Any]
 ) -> None:
+    """Each vectored I/O helper, on a real non-blocking socket pair and a real file, given any mistaken
+    arguments, raises only the allowed errors (or BlockingIOError/EOFError for a socket with nothing
+    to read or a short file), and the pool still works afterwards."""
     a, b, fd, _ = io_targets
     pool = small_pool()
     # Huge counts are valid requests for a buffer that size; keep them from allocating gigabytes.
@@ -275,13 +281,15 @@ BLOCKFILE_CALLS = ["read_at", "readinto_at", "write_at", "truncate"]
 @pytest.mark.parametrize("name", BLOCKFILE_CALLS)
 @pytest.mark.parametrize("direct", [None, False])
 @SETTINGS
-@given(args=arg_lists)
+@given(args=ARG_LISTS)
 def test_blockfile_methods(
     io_targets: tuple[socket.socket, socket.socket, int, Path],
     name: str,
     direct: bool | None,
     args: list[Any],
 ) -> None:
+    """Each BlockFile method, buffered and in the default mode, given any mistaken arguments, raises
+    only the allowed errors (IndexError never), and the pool still works afterwards."""
     _, _, _, path = io_targets
     pool = BufferPool(BufferPoolConfig.for_storage().with_max_size(1 << 20))
     capped = [
@@ -293,10 +301,12 @@ def test_blockfile_methods(
 
 
 @SETTINGS
-@given(args=arg_lists)
+@given(args=ARG_LISTS)
 def test_blockfile_constructor(
     io_targets: tuple[socket.socket, socket.socket, int, Path], args: list[Any]
 ) -> None:
+    """BlockFile given any mistaken mode and direct arguments raises only the allowed errors or the
+    OS's own OSError, and the pool still works afterwards."""
     _, _, _, path = io_targets
     pool = small_pool()
 
@@ -312,8 +322,11 @@ def test_blockfile_constructor(
 
 @pytest.mark.parametrize("name", ["readexactly", "readexactly_chain", "read", "readuntil"])
 @SETTINGS
-@given(args=arg_lists)
+@given(args=ARG_LISTS)
 def test_reader_methods(name: str, args: list[Any]) -> None:
+    """Each PooledReader read, on a connection with 44 bytes then EOF, given any mistaken arguments,
+    raises only the allowed errors or asyncio's IncompleteReadError/LimitOverrunError within 5 s (no
+    hang), keeps its transport, and the pool still works afterwards."""
     pool = small_pool()
 
     async def main() -> None:

@@ -90,8 +90,13 @@ def test_bad_registry_and_namespace_are_rejected() -> None:
         BufferPool(config(PAGE, PAGE, 1), namespace="bad name")
 
 
+@pytest.mark.usefixtures("contended")
 def test_closing_from_many_threads_at_once_unregisters_once(registry: CollectorRegistry) -> None:
-    """Concurrent close() calls are safe: one does the work, the rest return."""
+    """Concurrent close() calls are safe: one does the work, the rest return, and the
+    metrics are unregistered once. Runs on GIL builds too (1 us switch interval):
+    close() is Python code, and without its lock a thread switch between the closed
+    check and the unregistering would make a second thread unregister again (a
+    KeyError from the registry)."""
     import threading
 
     pool = BufferPool(config(PAGE, PAGE, 1), registry=registry, namespace="c")

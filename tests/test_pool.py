@@ -1,8 +1,12 @@
-"""BufferPool: the seed's pool.rs tests that apply to the Python API, plus errors and lifecycle."""
+"""BufferPool (``_pool``): the seed's pool.rs tests that apply to the Python API, lifecycle,
+and the pool operations trim, scrub on return and allocation tracking."""
 
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
+import threading
 import weakref
 
 import pytest
@@ -13,10 +17,12 @@ from iobuf import (
     Exhausted,
     IoBuf,
     IoBufMut,
+    OutstandingBuffer,
     Oversized,
     PoolClosed,
     PoolError,
     cache_line_size,
+    flush_thread_cache,
 )
 
 from .helpers import PAGE, allocated, available, class_stats, config, mapped
@@ -152,14 +158,6 @@ def test_storage_preset_serves_its_largest_class() -> None:
     buf = pool.try_alloc(8 * 1024 * 1024)
     assert buf.capacity == 8 * 1024 * 1024
     assert buf.address % PAGE == 0
-
-
-def test_error_messages_match_the_seed() -> None:
-    """Oversized and Exhausted print the seed's Display strings and are PoolErrors."""
-    assert str(Oversized()) == "requested capacity exceeds maximum buffer size"
-    assert str(Exhausted()) == "pool exhausted for required size class"
-    assert issubclass(Oversized, PoolError) and issubclass(Exhausted, PoolError)
-    assert issubclass(PoolClosed, PoolError)
 
 
 def test_repr_and_config_accessor() -> None:
@@ -520,3 +518,264 @@ def test_dropping_the_pool_frees_its_free_buffers() -> None:
     del pool
     gc.collect()
     assert not mapped(address)
+
+
+# Pool operations: trim, scrub on return, allocation tracking; each runs on every hot path
+# (the build's, then the facets: see conftest).
+
+MiB = 1 << 20
+
+
+def rss() -> int:
+    """Resident set size of this process, from /proc/self/status."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS line")
+
+
+# -- trim --------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("hot_path")
+def test_trim_gives_the_memory_of_a_burst_back_to_the_os() -> None:
+    """After a burst of 64 one-MiB buffers comes back to the pool, the memory stays resident until
+    trim(), which frees all 64 MiB of it (RSS drops by at least 48 MiB), resets the class's counts
+    to zero, and leaves a class that creates buffers again."""
+    pool = BufferPool(BufferPoolConfig.for_storage().with_max_per_class(64))
+    burst = [pool.alloc(MiB) for _ in range(64)]
+    for buf in burst:
+        buf.put_slice(b"\xa5" * MiB)  # touch every page
+    del buf
+    gc.collect()
+    held = rss()
+    burst.clear()  # all 64 back in the pool: still resident
+    assert available(pool, MiB) == 64
+    assert rss() > held - 16 * MiB
+    freed = pool.trim()
+    after = rss()
+    assert freed == 64 * MiB
+    assert held - after >= 48 * MiB, (held >> 20, after >> 20)  # most of the 64 MiB left the process
+    stats = class_stats(pool, MiB)
+    assert (stats.created, stats.global_free, stats.local_free) == (0, 0, 0)
+    again = pool.alloc(MiB)  # the class creates buffers again
+    assert again.is_pooled and again.capacity == MiB
+
+
+@pytest.mark.usefixtures("hot_path")
+def test_trim_keeps_buffers_in_use_and_honours_keep() -> None:
+    """trim(keep=2) frees only free buffers beyond the two kept, never one in use (its bytes stay), and
+    returns the bytes freed; a negative or non-int keep is refused; after close() trim frees
+    nothing."""
+    pool = BufferPool(BufferPoolConfig.for_network().with_max_per_class(16).with_thread_cache_disabled())
+    kept = pool.alloc(4096)
+    kept.put_slice(b"in use")
+    spare = [pool.alloc(4096) for _ in range(5)]
+    spare.clear()
+    assert pool.trim(keep=2) == 3 * 4096
+    stats = class_stats(pool, 4096)
+    assert (stats.created, stats.global_free) == (3, 2)
+    assert kept == b"in use" and allocated(pool, 4096) == 1
+    assert pool.trim() == 2 * 4096
+    with pytest.raises(ValueError, match="keep must be >= 0"):
+        pool.trim(-1)
+    with pytest.raises(TypeError):
+        pool.trim("all")  # type: ignore[arg-type]
+    pool.close()
+    assert pool.trim() == 0
+
+
+@pytest.mark.usefixtures("hot_path")
+def test_trim_keeps_warm_buffers_from_the_callers_cache_too() -> None:
+    """``keep`` counts every free buffer the caller sees; the kept ones move to the shared list."""
+    pool = BufferPool(BufferPoolConfig.for_network().with_max_per_class(16).with_thread_cache_capacity(4))
+    spare = [pool.alloc(8192) for _ in range(6)]
+    spare.clear()
+    stats = class_stats(pool, 8192)
+    assert (stats.local_free, stats.global_free) == (4, 2)
+    assert pool.trim(keep=3) == 3 * 8192
+    stats = class_stats(pool, 8192)
+    assert (stats.created, stats.local_free, stats.global_free) == (3, 0, 3)
+    assert pool.trim(keep=5) == 0  # fewer free than keep: nothing freed, nothing created
+    assert class_stats(pool, 8192).created == 3
+
+
+@pytest.mark.usefixtures("hot_path")
+def test_trim_reaches_only_the_calling_threads_cache() -> None:
+    """trim() frees what the shared list and the calling thread's cache hold, not another live thread's
+    cache (which it cannot reach safely); once that thread exits, its flushed buffers are trimmable."""
+    pool = BufferPool(BufferPoolConfig.for_network().with_max_per_class(16).with_thread_cache_capacity(8))
+    ready, done = threading.Event(), threading.Event()
+
+    def worker() -> None:
+        bufs = [pool.alloc(2048) for _ in range(3)]
+        bufs.clear()  # three buffers in this thread's cache
+        ready.set()
+        done.wait()
+
+    t = threading.Thread(target=worker)
+    t.start()
+    ready.wait()
+    mine = [pool.alloc(2048) for _ in range(2)]
+    mine.clear()
+    assert pool.trim() == 2 * 2048  # ours; the worker's three are out of reach
+    assert class_stats(pool, 2048).created == 3
+    done.set()
+    t.join()  # the worker's cache flushes to the shared list as it exits
+    assert pool.trim() == 3 * 2048
+    assert class_stats(pool, 2048).created == 0
+
+
+# -- scrub on return ------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("hot_path")
+@pytest.mark.parametrize("how", ["direct", "frozen", "exported view", "other thread"])
+def test_scrubbing_zeroes_every_returned_buffer(how: str) -> None:
+    """With scrub_on_return, a buffer that comes back directly, through its last IoBuf, through its
+    last exported view, or from another thread is all zeros when handed out again (the same
+    address), so no bytes leak to the next user."""
+    pool = BufferPool(BufferPoolConfig.for_network().with_max_per_class(1).with_scrub_on_return(True))
+    buf = pool.alloc(1000)
+    buf.put_slice(b"secret" * 100)
+    address = buf.address
+    if how == "frozen":
+        frozen = buf.freeze()
+        del buf
+        del frozen
+    elif how == "exported view":
+        view = buf.as_memoryview()
+        del buf
+        assert bytes(view[:6]) == b"secret"  # still readable while the view lives
+        del view
+    elif how == "other thread":
+        t = threading.Thread(target=lambda b=[buf]: b.clear())
+        del buf
+        t.start()
+        t.join()
+    else:
+        del buf
+    gc.collect()
+    again = pool.alloc(1000)  # max_per_class=1: the same buffer
+    assert again.address == address
+    again.set_len(1024)
+    assert bytes(again) == bytes(1024)
+
+
+@pytest.mark.usefixtures("hot_path")
+def test_without_scrubbing_old_bytes_remain() -> None:
+    """The control: the same steps without the option leave the data in place."""
+    pool = BufferPool(BufferPoolConfig.for_network().with_max_per_class(1))
+    buf = pool.alloc(1000)
+    buf.put_slice(b"secret")
+    del buf
+    again = pool.alloc(1000)
+    again.set_len(6)
+    assert again == b"secret"
+
+
+@pytest.mark.usefixtures("hot_path")
+def test_scrubbing_pool_keeps_its_caches_and_counts() -> None:
+    """A scrubbing pool still parks returns in the thread cache up to its capacity (4) and the rest on
+    the shared list, with created matching, and a flush moves them all to the shared list."""
+    pool = BufferPool(
+        BufferPoolConfig.for_network()
+        .with_max_per_class(32)
+        .with_thread_cache_capacity(4)
+        .with_scrub_on_return(True)
+    )
+    bufs = [pool.alloc(1024) for _ in range(10)]
+    bufs.clear()
+    stats = class_stats(pool, 1024)
+    assert stats.local_free == 4 and stats.global_free == 6 and stats.created == 10
+    flush_thread_cache()
+    assert class_stats(pool, 1024).global_free == 10
+
+
+# -- allocation tracking ------------------------------------------------------------------
+
+
+def allocate_for_a_while(pool: BufferPool) -> IoBufMut:
+    return pool.alloc(3000)
+
+
+@pytest.mark.usefixtures("hot_path")
+def test_outstanding_lists_buffers_in_use_with_their_origin() -> None:
+    """With tracking, outstanding() lists the pooled buffers in use oldest first, each with its size,
+    address, the caller that allocated it (not a frame inside iobuf), the allocating thread's name
+    and its age; a buffer kept alive only by a memoryview is still listed until the view goes, and
+    nothing is listed once all are dropped."""
+    pool = BufferPool(BufferPoolConfig.for_network().with_track_allocations(True))
+    leaked = allocate_for_a_while(pool)
+    short = pool.alloc(100)
+    frozen = short.freeze()
+    view = frozen.as_memoryview()
+    del short, frozen
+    in_thread: list[IoBufMut] = []
+    t = threading.Thread(target=lambda: in_thread.append(pool.alloc(5000)), name="loader")
+    t.start()
+    t.join()
+    report = pool.outstanding()
+    assert [b.size for b in report] == [4096, 1024, 8192]  # oldest first
+    first = report[0]
+    assert isinstance(first, OutstandingBuffer) and first.address == leaked.address
+    # No frame of the library itself (this file is test_pool.py, hence the directory).
+    assert "allocate_for_a_while" in first.origin and "iobuf/_pool.py" not in first.origin
+    assert first.thread == "MainThread" and first.age >= report[-1].age >= 0
+    assert report[2].thread == "loader"
+    assert "4096-byte buffer at 0x" in str(first)
+    del view  # the last view of the 1 KiB buffer: no longer outstanding
+    in_thread.clear()
+    assert [b.size for b in pool.outstanding()] == [4096]
+    del leaked
+    assert pool.outstanding() == []
+    assert isinstance(pool, BufferPool) and repr(pool).startswith("BufferPool(open")
+
+
+@pytest.mark.usefixtures("hot_path")
+def test_outstanding_needs_tracking() -> None:
+    """outstanding() on a pool without allocation tracking raises PoolError saying tracking is off,
+    rather than returning an empty (misleading) list."""
+    pool = BufferPool(BufferPoolConfig.for_network())
+    with pytest.raises(PoolError, match="allocation tracking is off"):
+        pool.outstanding()
+
+
+@pytest.mark.usefixtures("hot_path")
+def test_tracking_survives_close_and_untracked_allocations() -> None:
+    """An exhausted alloc's untracked fallback is not listed by outstanding(); a tracked buffer stays
+    listed after close() while it is still in use, and goes when dropped."""
+    pool = BufferPool(BufferPoolConfig.for_network().with_max_per_class(1).with_track_allocations(True))
+    held = pool.alloc(2048)
+    fallback = pool.alloc(2048)  # exhausted: an untracked heap buffer, not reported
+    assert not fallback.is_pooled
+    assert len(pool.outstanding()) == 1
+    pool.close()
+    assert len(pool.outstanding()) == 1  # still in use after close
+    del held
+    assert pool.outstanding() == []
+
+
+_NO_PYTHON_CALLER = """
+import atexit
+from iobuf import BufferPool, BufferPoolConfig
+
+pool = BufferPool(BufferPoolConfig.for_network().with_track_allocations(True))
+atexit.register(lambda: print("created", pool.stats().for_size(1024).created))  # runs last
+atexit.register(pool.try_alloc, 1000)  # called from C, with no Python frame above it
+atexit.register(pool.alloc, 1000)
+"""
+
+
+@pytest.mark.usefixtures("hot_path")
+def test_a_tracking_pool_allocates_with_no_python_caller() -> None:
+    """A tracking pool records an allocation made straight from C (an atexit hook,
+    a thread entry point): there is no caller frame to skip, which used to raise
+    ``ValueError: call stack is not deep enough``."""
+    result = subprocess.run(
+        [sys.executable, "-c", _NO_PYTHON_CALLER], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr, result.stderr
+    assert result.stdout.split() == ["created", "1"]

@@ -56,6 +56,8 @@ class PoolMachine(RuleBasedStateMachine):
 
     @initialize(cfg=small_configs(), scrub=st.booleans(), track=st.booleans())
     def build(self, cfg: BufferPoolConfig, scrub: bool, track: bool) -> None:
+        """Start from a fresh pool of a small random config, with scrubbing and tracking each on or
+        off, and an empty cache in this thread."""
         flush_thread_cache()
         self.config = cfg.with_scrub_on_return(scrub).with_track_allocations(track)
         self.pool = BufferPool(self.config)
@@ -86,9 +88,14 @@ class PoolMachine(RuleBasedStateMachine):
 
     @rule(
         data=st.data(),
-        how=st.sampled_from(["try_alloc", "alloc", "alloc_zeroed", "try_alloc_zeroed", "alloc_len"]),
+        how=st.sampled_from(ALLOCATORS),
     )
     def allocate(self, data: st.DataObject, how: str) -> None:
+        """Allocate through one of the five allocators at a random size up to past max_size: after
+        close() every one raises PoolClosed; only try_* may raise Oversized (and only above
+        max_size) or Exhausted; the zeroed allocators return zeros, alloc_len the requested length,
+        the others an empty buffer (all zeros underneath when scrubbing); a pooled buffer is aligned
+        and its address is not one a live handle still reaches."""
         size = data.draw(st.integers(0, self.config.max_size + 64))
         if self.closed:
             with pytest.raises(PoolClosed):
@@ -121,6 +128,8 @@ class PoolMachine(RuleBasedStateMachine):
 
     @rule(data=st.data(), payload=payloads(300))
     def write(self, data: st.DataObject, payload: bytes) -> None:
+        """put_slice into an IoBufMut (what fits, or all of it when it can grow); the model appends the
+        same bytes, so a write that landed elsewhere or was lost shows in the invariant."""
         picked = self.pick(data, IoBufMut)
         if picked is None:
             return
@@ -132,6 +141,8 @@ class PoolMachine(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def freeze(self, data: st.DataObject) -> None:
+        """Freezing an IoBufMut leaves it empty with capacity 0 and yields an IoBuf that holds its
+        bytes and still reaches the same pooled buffer."""
         picked = self.pick(data, IoBufMut)
         if picked is None:
             return
@@ -142,6 +153,8 @@ class PoolMachine(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def slice_or_clone(self, data: st.DataObject) -> None:
+        """slice() or [a:b] of an IoBuf holds exactly those bytes and pins the buffer; an empty part
+        reaches no pooled memory; a clone holds all of it."""
         picked = self.pick(data, IoBuf)
         if picked is None:
             return
@@ -158,6 +171,8 @@ class PoolMachine(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def copy_to_bytes(self, data: st.DataObject) -> None:
+        """copy_to_bytes(n) returns the first n bytes and advances the source; a full drain moves the
+        ownership out, so the drained source no longer counts as reaching the buffer."""
         picked = self.pick(data, (IoBuf, IoBufMut))  # type: ignore[arg-type]
         if picked is None:
             return
@@ -174,6 +189,9 @@ class PoolMachine(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def try_into_mut(self, data: st.DataObject) -> None:
+        """try_into_mut succeeds on pooled memory exactly when no other handle reaches the buffer (a
+        conversion while shared would let two owners write, a refusal while unique strands it), and
+        the IoBufMut it returns holds the same bytes."""
         picked = self.pick(data, IoBuf)
         if picked is None:
             return
@@ -191,6 +209,8 @@ class PoolMachine(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def export_view(self, data: st.DataObject) -> None:
+        """as_memoryview() of a buffer is a new handle with the same bytes that pins the buffer like an
+        owner."""
         picked = self.pick(data, (IoBuf, IoBufMut))  # type: ignore[arg-type]
         if picked is None:
             return
@@ -201,11 +221,14 @@ class PoolMachine(RuleBasedStateMachine):
     @precondition(lambda self: bool(self.handles))
     @rule(data=st.data())
     def drop(self, data: st.DataObject) -> None:
+        """Drop a random handle; the invariants then require its buffer back in the pool unless another
+        handle still reaches it."""
         i = data.draw(st.integers(0, len(self.handles) - 1))
         del self.handles[i]
 
     @rule()
     def flush(self) -> None:
+        """Flush this thread's cache to the shared lists; the per-class counts must still add up."""
         flush_thread_cache()
 
     @precondition(lambda self: bool(self.handles))
@@ -240,6 +263,9 @@ class PoolMachine(RuleBasedStateMachine):
 
     @rule(keep=st.integers(0, 3))
     def trim(self, keep: int) -> None:
+        """trim(keep) frees every free buffer beyond keep per class (from the shared list and this
+        thread's cache), returns exactly their bytes, lowers created by as many, leaves min(keep,
+        free) on the shared list; after close() it frees nothing."""
         before = {c.size: c for c in self.pool.stats().classes}
         freed = self.pool.trim(keep)
         if self.closed:
@@ -258,6 +284,8 @@ class PoolMachine(RuleBasedStateMachine):
     @precondition(lambda self: not self.closed)
     @rule()
     def close(self) -> None:
+        """Close the pool: allocations now raise PoolClosed, free buffers are dropped, handles stay
+        valid."""
         self.pool.close()
         self.closed = True
 
@@ -265,11 +293,16 @@ class PoolMachine(RuleBasedStateMachine):
 
     @invariant()
     def every_handle_holds_what_the_model_says(self) -> None:
+        """Every live handle reads the bytes the model says: a buffer handed out twice, a misplaced
+        write, or memory freed under a view all show here."""
         for h in self.handles:
             assert bytes(h.obj) == h.content
 
     @invariant()
     def counts_add_up_per_class(self) -> None:
+        """Per class, created never exceeds max_per_class and created - shared free - cached equals the
+        distinct buffers the handles reach (after close, nothing is free): a lost or duplicated
+        buffer breaks the equation."""
         if not hasattr(self, "pool"):
             return
         in_use: dict[int, set[int]] = {}
@@ -285,6 +318,8 @@ class PoolMachine(RuleBasedStateMachine):
 
     @invariant()
     def tracking_reports_exactly_the_buffers_in_use(self) -> None:
+        """With tracking on, outstanding() lists exactly the pooled buffers some handle still reaches,
+        no more (a stale entry) and no fewer."""
         if not hasattr(self, "pool") or not self.config.track_allocations:
             return
         assert {b.address for b in self.pool.outstanding()} == self.live_bases()

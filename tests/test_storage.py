@@ -93,6 +93,11 @@ def whole_file(path: Path) -> bytes:
 
 
 def test_direct_round_trip_through_every_write_path(pool: BufferPool, direct_dir: Path) -> None:
+    """With O_DIRECT, write_at takes a pooled aligned IoBuf as it is, bounces plain bytes larger than
+    two stage buffers, an IoBufs of unaligned pieces and a memoryview one byte off alignment through
+    pooled buffers, and the file then holds exactly those bytes in order; reads come back as
+    page-aligned pooled buffers, and every read and bounce buffer is back in the pool afterwards (a
+    leaked stage buffer fails the last check)."""
     path = direct_dir / "data"
     with BlockFile(path, pool, mode="w+") as f:
         assert f.direct and f.fallback_reason is None and f.block_size == PAGE
@@ -125,6 +130,9 @@ def test_direct_round_trip_through_every_write_path(pool: BufferPool, direct_dir
 
 
 def test_direct_read_stops_at_end_of_file_even_mid_block(pool: BufferPool, direct_dir: Path) -> None:
+    """An O_DIRECT read that asks for whole blocks past the end of a file whose size is not a block
+    multiple returns exactly the bytes up to end of file (not the zero padding of the last block),
+    and an empty result at or past the end."""
     path = direct_dir / "short"
     data = pattern(2 * PAGE + 123, 7)
     path.write_bytes(data)
@@ -137,6 +145,8 @@ def test_direct_read_stops_at_end_of_file_even_mid_block(pool: BufferPool, direc
 
 
 def test_direct_rules_are_checked_before_any_system_call(pool: BufferPool, direct_dir: Path) -> None:
+    """With O_DIRECT, an offset, length or truncate size that is not a block multiple raises ValueError
+    naming it, and the file is left exactly as it was (no partial write reached the kernel)."""
     path = direct_dir / "rules"
     with BlockFile(path, pool, mode="w+") as f:
         f.write_at(0, b"z" * PAGE)
@@ -155,6 +165,9 @@ def test_direct_rules_are_checked_before_any_system_call(pool: BufferPool, direc
 
 
 def test_readinto_at_fills_whole_blocks_of_a_pooled_buffer(pool: BufferPool, direct_dir: Path) -> None:
+    """readinto_at reads whole blocks into a pooled buffer at an offset; a buffer whose spare capacity
+    does not start on a block boundary is refused with ValueError before reading, and keeps its
+    bytes."""
     path = direct_dir / "into"
     data = pattern(3 * PAGE, 9)
     path.write_bytes(data)
@@ -170,6 +183,8 @@ def test_readinto_at_fills_whole_blocks_of_a_pooled_buffer(pool: BufferPool, dir
 
 
 def test_buffered_mode_accepts_any_offset_and_length(pool: BufferPool, disk_dir: Path) -> None:
+    """direct=False gives a buffered file (block_size 1, the reason recorded) that writes, reads, reads
+    into an IoBufMut and truncates at any offset and length, sparse gaps reading as zeros."""
     path = disk_dir / "buffered"
     with BlockFile(path, pool, mode="w+", direct=False) as f:
         assert not f.direct and f.block_size == 1
@@ -189,6 +204,9 @@ def test_buffered_mode_accepts_any_offset_and_length(pool: BufferPool, disk_dir:
 
 
 def test_ramfs_refuses_o_direct_and_the_file_falls_back(pool: BufferPool, ramfs_dir: Path) -> None:
+    """On ramfs, which refuses O_DIRECT, the default mode falls back to buffered I/O with the reason
+    recorded and still round-trips unaligned data; direct=True there raises the kernel's EINVAL
+    instead of falling back silently."""
     path = ramfs_dir / "data"
     with BlockFile(path, pool, mode="w+") as f:
         assert not f.direct
@@ -202,12 +220,16 @@ def test_ramfs_refuses_o_direct_and_the_file_falls_back(pool: BufferPool, ramfs_
 
 
 def test_proc_files_fall_back_to_buffered_reads(pool: BufferPool) -> None:
+    """A /proc file (O_DIRECT refused with EINVAL) opens buffered, names EINVAL as the reason, and
+    reads."""
     with BlockFile("/proc/self/status", pool) as f:
         assert not f.direct and "EINVAL" in (f.fallback_reason or "")
         assert bytes(f.read_at(0, 5)) == b"Name:"
 
 
 def test_a_pool_not_aligned_to_pages_cannot_do_o_direct(disk_dir: Path) -> None:
+    """A pool aligned to 64 bytes cannot give O_DIRECT block-aligned buffers: the file falls back to
+    buffered mode naming the alignment, and direct=True is refused with ValueError."""
     small = BufferPool(BufferPoolConfig.for_network().with_alignment(64))
     path = disk_dir / "unaligned-pool"
     with BlockFile(path, small, mode="w+") as f:
@@ -221,6 +243,10 @@ def test_a_pool_not_aligned_to_pages_cannot_do_o_direct(disk_dir: Path) -> None:
 
 
 def test_threads_read_disjoint_blocks_at_once(pool: BufferPool, disk_dir: Path) -> None:
+    """Four threads read random blocks of one BlockFile at once and each gets the bytes at its own
+    offset. Runs on GIL builds too: pread releases the GIL, so the reads really overlap there, and
+    an implementation with a shared file position (seek then read) would return another thread's
+    block."""
     path = disk_dir / "shared"
     blocks = 64
     data = pattern(blocks * PAGE, 13)
@@ -244,6 +270,9 @@ def test_threads_read_disjoint_blocks_at_once(pool: BufferPool, disk_dir: Path) 
 
 
 def test_bad_arguments_raise_clear_errors(pool: BufferPool, disk_dir: Path) -> None:
+    """Wrong pool, mode, direct, offset, length, buffer and data types raise TypeError/ValueError
+    naming the argument; the OS's FileNotFoundError/FileExistsError come through; close() is
+    idempotent and every method on a closed BlockFile raises ValueError saying so."""
     path = disk_dir / "bad"
     with pytest.raises(TypeError, match="pool must be a BufferPool"):
         BlockFile(path, object(), mode="w+")  # type: ignore[arg-type]
@@ -273,6 +302,7 @@ def test_bad_arguments_raise_clear_errors(pool: BufferPool, disk_dir: Path) -> N
 
 
 def test_repr_and_facts(pool: BufferPool, disk_dir: Path) -> None:
+    """pool, path, fileno() and repr() report what the file was opened with (buffered, block_size=1)."""
     path = disk_dir / "facts"
     with BlockFile(path, pool, mode="w+", direct=False) as f:
         assert f.pool is pool and f.path == str(path) and f.fileno() >= 0

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import array
 import copy
+import io
+import socket
+import sys
 from collections.abc import Callable
 
+import numpy as np
 import pytest
 
-from iobuf import BufferPool, IoBuf, IoBufMut
+from iobuf import IMPLEMENTATION, BufferPool, IoBuf, IoBufMut
+from iobuf._memory import shareable_view
+from iobuf._views import _fresh_window, _slice_window, _window
 
-from .helpers import PAGE, config
+from .helpers import FREE_THREADED, PAGE, allocated, config
 
 
 def test_heap_buffer_copies_and_grows() -> None:
@@ -337,3 +343,90 @@ def test_a_writable_view_taken_before_freeze_still_writes_the_frozen_bytes() -> 
     early[0] = ord("z")
     assert frozen == b"zbc" and hash(frozen) != before
     assert frozen.as_memoryview().readonly
+
+
+# -- the buffer protocol: memoryview(), sockets and files take the buffers directly ----------
+
+#: The compiled core is a buffer on every Python; the pure-Python one through PEP 688 (3.12+).
+is_a_buffer = pytest.mark.skipif(
+    sys.version_info < (3, 12) and IMPLEMENTATION == "python",
+    reason="the pure-Python core is a buffer through PEP 688 (__buffer__, 3.12+); 3.11 uses as_memoryview()",
+)
+
+
+def pooled(data: bytes) -> tuple[BufferPool, IoBufMut]:
+    pool = BufferPool(config(64, 64, 4, alignment=64))
+    buf = pool.try_alloc(64)
+    buf.put_slice(data)
+    return pool, buf
+
+
+@is_a_buffer
+def test_memoryview_of_iobufmut_is_writable_and_sees_readable_bytes() -> None:
+    """memoryview(IoBufMut) exposes exactly the readable bytes, writable."""
+    _, buf = pooled(b"hello")
+    with memoryview(buf) as view:
+        assert bytes(view) == b"hello" and not view.readonly
+        view[0] = ord("J")
+    assert bytes(buf) == b"Jello"
+
+
+@is_a_buffer
+def test_memoryview_of_iobuf_is_read_only() -> None:
+    """memoryview(IoBuf) is read-only; a consumer that needs a writable buffer refuses it."""
+    _, buf = pooled(b"frozen")
+    frozen = buf.freeze()
+    with memoryview(frozen) as view:
+        assert view.readonly and bytes(view) == b"frozen"
+    heap = IoBuf(b"heap bytes")
+    assert bytes(memoryview(heap)) == b"heap bytes"
+    with pytest.raises(TypeError, match="read-write"):
+        io.BytesIO(b"").readinto(frozen)  # readinto asks for a writable buffer
+
+
+@is_a_buffer
+def test_buffer_protocol_views_pin_the_buffer() -> None:
+    """A view or numpy array taken through __buffer__ keeps the memory out of the pool."""
+    pool, buf = pooled(b"pinned")
+    frozen = buf.freeze()
+    arr = np.frombuffer(frozen, dtype=np.uint8)
+    view = memoryview(frozen)
+    del frozen
+    assert allocated(pool, 64) == 1
+    for _ in range(3):
+        pool.try_alloc(64).put_slice(b"Z" * 64)
+    assert bytes(arr) == b"pinned" and bytes(view) == b"pinned"
+    del arr
+    assert allocated(pool, 64) == 1
+    view.release()
+    assert allocated(pool, 64) == 0
+
+
+@is_a_buffer
+def test_sockets_and_files_accept_iobufs_directly() -> None:
+    """sock.send, recv_into a view, and file.write take IoBuf/IoBufMut without as_memoryview()."""
+    pool, buf = pooled(b"over the wire")
+    a, b = socket.socketpair()
+    with a, b:
+        a.sendall(buf.freeze())
+        target = pool.try_alloc(64)
+        n = b.recv_into(target.spare_capacity())
+        target.advance_mut(n)
+        assert bytes(target) == b"over the wire"
+    sink = io.BytesIO()
+    sink.write(IoBufMut(b"file data"))
+    assert sink.getvalue() == b"file data"
+
+
+def test_windows_agree_on_every_kind_of_memory() -> None:
+    """_fresh_window (a new view per call, for free-threaded builds) and _slice_window (a slice, for
+    GIL builds) read the same bytes of the same object for bytes, ctypes-backed and empty memory at
+    every kind of bound, and _window is the one the build needs."""
+    for mv in (memoryview(b"abcdef"), shareable_view(memoryview(bytearray(b"abcdef"))), memoryview(b"")):
+        n = len(mv)
+        for a, b in ((0, n), (1, max(1, n - 1)), (n, n)):
+            fresh = _fresh_window(mv, a, b)
+            assert bytes(fresh) == bytes(_slice_window(mv, a, b)) == bytes(mv)[a:b]
+            assert (fresh.format, fresh.ndim) == ("B", 1)
+            assert fresh.obj is mv.obj
+    assert _window is (_fresh_window if FREE_THREADED else _slice_window)

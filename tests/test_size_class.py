@@ -197,7 +197,11 @@ def test_outstanding_buffers_keep_their_size_class_alive() -> None:
 
 @pytest.mark.usefixtures("contended")
 def test_many_threads_allocate_freeze_clone_and_drop() -> None:
-    """10 threads x 1000 rounds of alloc/freeze/clone/drop; the pool stays usable."""
+    """10 threads x 1000 rounds of alloc/freeze/clone/drop: nothing raises, at most
+    max_per_class buffers are created, and all are free again once the threads exit.
+    Runs on GIL builds too: with a 1 us switch interval a thread switch lands inside
+    the pure-Python cache and shared-list code, which is where a lost or doubled
+    buffer would come from."""
     pool = BufferPool(config(PAGE, PAGE, 100))
     start = threading.Barrier(10)
     errors: list[BaseException] = []
@@ -326,7 +330,10 @@ def test_close_clears_the_calling_threads_cache_only() -> None:
 @pytest.mark.usefixtures("contended")
 @pytest.mark.parametrize("capacity", [0, 1, 3, 4, 9])
 def test_counts_add_up_after_worker_threads_exit(capacity: int) -> None:
-    """created == shared + cached for every cache size once all threads have gone."""
+    """created == shared + cached for every cache size once all threads have gone.
+    Runs on GIL builds too: spills and refills are several steps each, which the
+    1 us switch interval splits between threads; a buffer lost or counted twice
+    there breaks the equation."""
     pool = BufferPool(config(PAGE, PAGE, 32, thread_cache_capacity=capacity))
     barrier = threading.Barrier(4)
 
@@ -410,6 +417,9 @@ def test_a_second_set_of_facets_retires_the_first() -> None:
 
 @pytest.mark.pure_core
 def test_the_pools_death_retires_every_threads_facets() -> None:
+    """Dropping the last reference to a pool retires the calling thread's facets (owner -1, no cache)
+    and closes the classes' shared lists, so a facet kept alive elsewhere can neither cache buffers
+    of a dead pool nor hand them out."""
     pool = BufferPool(config(64, 64, 4, alignment=64))
     facets = facets_of(pool)
     cls = pool._classes[0]
@@ -421,6 +431,8 @@ def test_the_pools_death_retires_every_threads_facets() -> None:
 
 @pytest.mark.pure_core
 def test_close_reaches_every_facet() -> None:
+    """close() sets the cache capacity of every thread's facets to -1, including those of a thread that
+    is alive and idle at the time, so no thread keeps caching returns into a closed class."""
     pool = BufferPool(config(64, 64, 4, alignment=64))
     facets = facets_of(pool)
     assert facets[0].cache_capacity == pool._classes[0].cache_capacity > 0
@@ -448,8 +460,12 @@ def test_close_reaches_every_facet() -> None:
 
 
 @pytest.mark.pure_core
+@pytest.mark.usefixtures("contended")
 def test_facets_made_while_the_class_closes_end_closed() -> None:
-    """close() racing threads' first allocations: every facet ends at -1."""
+    """close() racing threads' first allocations: every facet ends at -1 (a facet that
+    copied the class's limit after close() stored -1 would cache returns into a closed
+    class). Runs on GIL builds too: making a facet and closing are Python code, so a
+    thread switch can fall between a facet's registration and its copy of the limit."""
 
     def worker(pool: BufferPool, start: threading.Barrier, made: list[SizeClass]) -> None:
         start.wait()
@@ -472,6 +488,9 @@ def test_facets_made_while_the_class_closes_end_closed() -> None:
 @pytest.mark.pure_core
 @pytest.mark.parametrize("how", ["allocating thread", "other thread", "ident reuse"])
 def test_a_buffer_lands_in_exactly_one_place_whoever_drops_it(how: str) -> None:
+    """A facet-path buffer dropped by the thread that allocated it, by another thread, or by a new
+    thread that reuses the dead allocator's ident ends up free in exactly one place (the shared list
+    or this thread's cache), never stranded in a dead thread's cache nor counted twice."""
     pool = BufferPool(config(64, 64, 8, alignment=64))
     box: queue.Queue[IoBufMut] = queue.Queue()
     idents: list[int] = []
@@ -524,7 +543,15 @@ def test_trim_frees_what_the_facet_path_cached() -> None:
         assert facets_of(pool)[0].cache == []
 
 
+@pytest.mark.usefixtures("contended")
 def test_under_threads() -> None:
+    """Four threads alternate allocations of two classes, a request that rounds up,
+    writes, freezes and drops, 2,000 rounds each: nothing raises and, once they have
+    exited, every created buffer is free again in each class. Runs on GIL builds too
+    (with a 1 us switch interval): refills and spills move buffers in several steps
+    and the creation count is a read-modify-write under a lock, so a thread switch
+    between bytecodes loses or duplicates a buffer if either is wrong, and the final
+    count shows it."""
     pool = BufferPool(config(64, 128, 16, alignment=64))
     errors: list[BaseException] = []
 
