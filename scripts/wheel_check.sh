@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The package as users get it: build a wheel from this tree, install it with its
 # test extras into a fresh venv, and run tests from a directory that holds only
-# a copy of tests/, so nothing can be imported from src/ by accident.
+# copies of tests/ and bench/ (the repository's harness, which tests/test_bench.py
+# and tests/test_stress.py drive), so nothing can be imported from src/ by accident.
 #
 #   scripts/wheel_check.sh [PYTEST ARGS]   default: the whole suite, -q
 #
@@ -26,6 +27,7 @@ echo "== wheel_check: installing $(basename "$wheel") into a fresh venv" >&2
 
 mkdir "$tmp/run"
 cp -r "$ROOT/tests" "$tmp/run/tests"
+cp -r "$ROOT/bench" "$tmp/run/bench"
 cp -r "$ROOT/README.md" "$ROOT/docs" "$tmp/run/"
 cd "$tmp/run"
 COMPILED=$([ -f "$ROOT/src/iobuf/_core.py" ] && echo 1 || true) "$tmp/venv/bin/python" - <<'EOF'
