@@ -2,7 +2,7 @@
 # The compiled core under AddressSanitizer.
 #
 #   scripts/asan.sh              the buffer-lifetime tests and a stress run (below)
-#   scripts/asan.sh CMD [ARGS]   CMD instead, e.g. python prototypes/compiled-core/safety.py iobuf._core
+#   scripts/asan.sh CMD [ARGS]   CMD instead, e.g. python -m bench.stress --threads 8 --ops 100000
 #
 # Builds iobuf with IOBUF_ASAN=1 (setup.py: -fsanitize=address -fno-omit-frame-pointer
 # -O1 -g) into its own venv, .venv-asan (a regular install: an editable one would
