@@ -32,9 +32,9 @@ CORE = "src/iobuf/_core.py"
 NO_EXTENSIONS = bool(os.environ.get("IOBUF_NO_EXTENSIONS"))
 ASAN = bool(os.environ.get("IOBUF_ASAN"))
 
-# The directives the prototype was measured with (prototypes/compiled-core/setup.py,
-# docs in notes/compiled-core.md): no GIL re-enabled on import on 3.13t, C semantics
-# for indexing and division. Keywords are allowed on every method, as in the
+# The directives the prototype was measured with (its figures: docs/performance.md;
+# its code: `git log -- prototypes/compiled-core`): no GIL re-enabled on import on
+# 3.13t, C semantics for indexing and division. Keywords are allowed on every method, as in the
 # pure-Python core (``try_alloc(capacity=...)``); the prototype's positional-only
 # calls were a few ns cheaper, and the targets hold without them (docs/performance.md).
 # _core.py repeats the two directives its behaviour depends on in its header.

@@ -2,7 +2,7 @@
 # The compiled core under AddressSanitizer.
 #
 #   scripts/asan.sh              the buffer-lifetime tests and a stress run (below)
-#   scripts/asan.sh CMD [ARGS]   CMD instead, e.g. python prototypes/compiled-core/safety.py iobuf._core
+#   scripts/asan.sh CMD [ARGS]   CMD instead, e.g. python -m bench.stress --threads 8 --ops 100000
 #
 # Builds iobuf with IOBUF_ASAN=1 (setup.py: -fsanitize=address -fno-omit-frame-pointer
 # -O1 -g) into its own venv, .venv-asan (a regular install: an editable one would
@@ -76,4 +76,4 @@ if [ $# -gt 0 ]; then
 fi
 # CI=true would make the state machine run 2,000 examples; its default is enough here.
 asan_run 0 env -u CI python -m pytest -q -p no:cacheprovider tests/test_safety.py tests/test_state_machine.py tests/test_release.py tests/test_receive.py
-asan_run 1 python -m iobuf.stress --threads 4 --ops 20000
+asan_run 1 python -m bench.stress --threads 4 --ops 20000

@@ -1,4 +1,6 @@
-"""The benchmark harness: every cell kind runs, and the target checks can fail as well as pass."""
+"""The benchmark harness (the repository's ``bench/``, run as ``python -m bench``): every
+cell kind runs, its child processes find the harness, and the target checks can fail as
+well as pass."""
 
 from __future__ import annotations
 
@@ -10,10 +12,11 @@ from typing import Any
 
 import pytest
 
+import bench
 import iobuf
-from iobuf.bench._cells import APPROACHES, available_approaches, run_cell
-from iobuf.bench._freelists import FREELISTS, run_freelist_cell
-from iobuf.bench._report import check_targets, render, write_chart
+from bench._cells import APPROACHES, available_approaches, run_cell
+from bench._freelists import FREELISTS, run_freelist_cell
+from bench._report import check_targets, render, write_chart
 
 QUICK = {"target_ms": 0.5, "repeats": 2}
 
@@ -94,7 +97,7 @@ def test_render_and_chart(tmp_path: Path) -> None:
 
 def test_harness_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A tiny real run spawns cell processes, writes results.json and prints the targets."""
-    from iobuf.bench.__main__ import main
+    from bench.__main__ import main
 
     out = tmp_path / "out"
     argv = ["--quick", "--only", "pooled", "freelist_floor", "simple_queue", "--sizes", "4096"]
@@ -114,11 +117,11 @@ def test_inline_mode_prints_the_quick_table(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """--inline is the demo's in-process table."""
-    import iobuf.bench.__main__ as cli
-    from iobuf.bench import _quick
+    import bench.__main__ as cli
+    from iobuf import _demo_timing
 
-    def one_small_size(*args: object, **kw: object) -> list[_quick.CycleResult]:
-        return _quick.measure_cycles(sizes=(4096,), repeats=2, target_ms=1.0)  # a real, shorter run
+    def one_small_size(*args: object, **kw: object) -> list[_demo_timing.CycleResult]:
+        return _demo_timing.measure_cycles(sizes=(4096,), repeats=2, target_ms=1.0)  # a real, shorter run
 
     monkeypatch.setattr(cli, "measure_cycles", one_small_size)
     assert cli.main(["--inline"]) == 0
@@ -127,7 +130,7 @@ def test_inline_mode_prints_the_quick_table(
 
 def test_end_to_end_suite_runs_small(tmp_path: Path) -> None:
     """A small end-to-end run: every receiver and reader moves every byte and reports a rate."""
-    from iobuf.bench import _e2e
+    from bench import _e2e
 
     result = _e2e.run(
         loopback_total=4 << 20,
@@ -148,15 +151,16 @@ def test_end_to_end_suite_runs_small(tmp_path: Path) -> None:
 
 
 def test_end_to_end_target_check_can_fail() -> None:
-    from iobuf.bench import _e2e
+    """The end-to-end verdict is met at exactly 1.2x StreamReader and missed just below."""
+    from bench import _e2e
 
     assert _e2e.target_met({"loopback": {"iobuf": 120.0, "streamreader": 100.0}})
     assert not _e2e.target_met({"loopback": {"iobuf": 119.0, "streamreader": 100.0}})
 
 
 def test_end_to_end_command_writes_its_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """``python -m iobuf.bench --e2e --quick``: 64 MiB each way, one round, a table and a verdict."""
-    from iobuf.bench.__main__ import main
+    """``python -m bench --e2e --quick``: 64 MiB each way, one round, a table and a verdict."""
+    from bench.__main__ import main
 
     assert main(["--e2e", "--quick", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
@@ -167,8 +171,8 @@ def test_end_to_end_command_writes_its_table(tmp_path: Path, capsys: pytest.Capt
 
 
 def test_ops_command_reports_costs_and_trim(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """``python -m iobuf.bench --ops --quick``: a real (short) run of the operations costs."""
-    from iobuf.bench.__main__ import main
+    """``python -m bench --ops --quick``: a real (short) run of the operations costs."""
+    from bench.__main__ import main
 
     assert main(["--ops", "--quick", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
@@ -185,7 +189,7 @@ def test_ops_command_reports_costs_and_trim(tmp_path: Path, capsys: pytest.Captu
 
 def test_scaling_runs_threads_and_real_processes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """--scaling: every (variant, mode) cell runs; the process ceiling really uses two processes."""
-    from iobuf.bench.__main__ import main
+    from bench.__main__ import main
 
     out = tmp_path / "out"
     assert main(["--scaling", "--rounds", "1", "--target-ms", "2", "--out", str(out)]) == 0
@@ -202,11 +206,65 @@ def test_scaling_runs_threads_and_real_processes(tmp_path: Path, capsys: pytest.
 
 
 def test_scaling_base_must_hold_a_package(tmp_path: Path) -> None:
-    """A --base directory without an iobuf package is refused before anything runs."""
-    from iobuf.bench.__main__ import main
+    """A --base directory without an iobuf scaling harness is refused before anything runs."""
+    from bench.__main__ import main
 
-    with pytest.raises(SystemExit, match="expected an iobuf package"):
+    with pytest.raises(SystemExit, match="expected an iobuf tree with the scaling harness"):
         main(["--scaling", "--base", str(tmp_path), "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
+def _imported_by_base_child(base: Path) -> dict[str, str]:
+    """Where the --base variant's child process imports ``bench`` and ``iobuf`` from."""
+    import subprocess
+    import sys
+
+    from bench._scaling import _command
+
+    cmd, env, cwd = _command("base", base)
+    assert cmd[0] == sys.executable
+    code = "import json, bench, iobuf; print(json.dumps({'bench': bench.__file__, 'iobuf': iobuf.__file__}))"
+    done = subprocess.run(
+        [cmd[0], "-c", code], env=env, cwd=cwd, capture_output=True, text=True, check=True, timeout=60
+    )
+    found: dict[str, str] = json.loads(done.stdout)
+    return found
+
+
+def test_scaling_base_runs_a_clone_of_this_layout_with_its_own_harness_and_package(tmp_path: Path) -> None:
+    """--base accepts a clone with bench/ beside src/iobuf/: its child runs ``-m bench`` and
+    imports that clone's harness and that clone's iobuf, not this tree's (nor the installed one)."""
+    import shutil
+
+    from bench._scaling import base_harness
+
+    clone = tmp_path / "clone"
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(Path(bench.__file__).parent, clone / "bench", ignore=ignore)
+    shutil.copytree(Path(iobuf.__file__).parent, clone / "src" / "iobuf", ignore=ignore)
+    assert base_harness(clone) == ("bench", clone.resolve(), clone.resolve() / "src")
+    found = _imported_by_base_child(clone)
+    assert found["bench"] == str(clone.resolve() / "bench" / "__init__.py")
+    assert found["iobuf"] == str(clone.resolve() / "src" / "iobuf" / "__init__.py")
+
+
+@pytest.mark.parametrize("given", ["clone", "src"])
+def test_scaling_base_runs_an_older_clone_whose_harness_is_inside_the_package(
+    tmp_path: Path, given: str
+) -> None:
+    """--base accepts a clone from before bench/ left the package (src/iobuf/bench/), or its
+    src/ directory as --base used to require: the child runs ``-m iobuf.bench`` with that
+    tree's iobuf first on its path."""
+    from bench._scaling import base_harness
+
+    package = tmp_path / "old" / "src" / "iobuf"
+    (package / "bench").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "bench" / "__init__.py").write_text("")
+    (package / "bench" / "_scaling.py").write_text("")
+    base = tmp_path / "old" if given == "clone" else tmp_path / "old" / "src"
+    assert base_harness(base) == ("iobuf.bench", bench.ROOT, package.parent.resolve())
+    assert _imported_by_base_child(base)["iobuf"] == str(package.resolve() / "__init__.py")
 
 
 def _scaling_result(pooled: tuple[float, float], peer: tuple[float, float]) -> dict[str, object]:
@@ -221,7 +279,7 @@ def _scaling_result(pooled: tuple[float, float], peer: tuple[float, float]) -> d
 
 def test_scaling_verdict_flips_on_either_condition() -> None:
     """Met only with pooled >= 1.7x and >= bytearray; either shortfall alone misses."""
-    from iobuf.bench._scaling import summarize, target_verdict
+    from bench._scaling import summarize, target_verdict
 
     assert target_verdict(summarize(_scaling_result((1000, 1100), (700, 800))))[0]  # 1.82x vs 1.75x
     assert not target_verdict(summarize(_scaling_result((1000, 1250), (700, 1000))))[0]  # 1.6x
@@ -238,7 +296,8 @@ def test_scaling_child_exits_when_its_parent_goes_away() -> None:
 
     spec = {"approach": "bytearray", "size": 4096, "iterations": 10, "repeats": 2, "gated": True}
     proc = subprocess.run(
-        [sys.executable, "-m", "iobuf.bench", "--scaling-child", json.dumps(spec)],
+        [sys.executable, "-m", "bench", "--scaling-child", json.dumps(spec)],
+        cwd=bench.ROOT,
         input="",
         capture_output=True,
         text=True,
@@ -254,7 +313,7 @@ def test_scaling_child_exits_when_its_parent_goes_away() -> None:
 )
 def test_scaling_child_runs_every_shape_in_process(threads: int, pattern: str) -> None:
     """The child behind each cell: one or two threads, plain or spinning, positive samples."""
-    from iobuf.bench._scaling import child
+    from bench._scaling import child
 
     spec = {"approach": "pooled", "size": 4096, "iterations": 50, "repeats": 3}
     result = child(spec | {"threads": threads, "pattern": pattern})
@@ -268,7 +327,7 @@ def test_scaling_child_waits_for_a_line_before_each_repeat(
     """Gated: one ``ready`` per repeat, each answered by one line on stdin."""
     import io
 
-    from iobuf.bench._scaling import child
+    from bench._scaling import child
 
     monkeypatch.setattr("sys.stdin", io.StringIO("go\ngo\n"))
     spec = {"approach": "bytearray", "size": 4096, "iterations": 20, "repeats": 2, "gated": True}
@@ -278,7 +337,7 @@ def test_scaling_child_waits_for_a_line_before_each_repeat(
 
 def test_threaded_cell_reports_a_failing_worker_without_hanging() -> None:
     """A thread whose step cannot be built breaks the start barrier; its error reaches the caller."""
-    from iobuf.bench._cells import _run_threads
+    from bench._cells import _run_threads
 
     def broken() -> Callable[[int], None]:
         raise LookupError("no step here")
@@ -295,9 +354,9 @@ def test_core_targets_measure_every_case_and_judge_each_ratio(
 ) -> None:
     """``--core`` times every case on the core in use, reports each target's ratio
     and verdict, and a ratio past its limit reads as missed (in either direction)."""
+    from bench import __main__ as bench_main
+    from bench._targets import TARGETS, check_targets, measure_targets
     from iobuf import IMPLEMENTATION
-    from iobuf.bench import __main__ as bench_main
-    from iobuf.bench._targets import TARGETS, check_targets, measure_targets
 
     result = measure_targets(n=300, rounds=1)
     assert result["implementation"] == IMPLEMENTATION
@@ -319,7 +378,7 @@ def test_kv_server_answers_set_get_and_config(run: Callable[[Any], Any], kind: s
     """The benchmark's key-value server, on either reader, speaks the RESP that
     redis-benchmark uses: a pipelined SET, GET of that key and of a missing one,
     CONFIG GET, and an unknown command, over a real socket, answered in order."""
-    from iobuf.bench import _kv
+    from bench import _kv
 
     async def main() -> bytes:
         store: dict[bytes, Any] = {}
@@ -350,7 +409,7 @@ def test_kv_server_answers_set_get_and_config(run: Callable[[Any], Any], kind: s
 def test_kv_benchmark_drives_both_servers_with_redis_benchmark(tmp_path: Path) -> None:
     """One tiny round of ``--kv`` cells with the real client (installed from Debian's
     packages when missing): every server answers, rates are positive, RSS is read."""
-    from iobuf.bench import _kv
+    from bench import _kv
 
     result = _kv.run(1, [(100, 2000, 100)], log=lambda _line: None)
     assert len(result["cells"]) == 2 * len(_kv.servers())
@@ -362,7 +421,7 @@ def test_kv_benchmark_drives_both_servers_with_redis_benchmark(tmp_path: Path) -
 def test_kv_copy_costs_measure_each_size_and_render() -> None:
     """The copy-vs-view measurement runs for each size, on whichever core serves, and
     renders one row per size (what the numbers are is the benchmark's business)."""
-    from iobuf.bench import _kv
+    from bench import _kv
 
     rows = _kv.copy_costs(sizes=(100, 65536), number=50)
     assert [r["size"] for r in rows] == [100, 65536]

@@ -6,14 +6,8 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
-
-import iobuf
-
-# The iobuf under test (source tree or site-packages), so the child imports the same core.
-SRC = str(Path(iobuf.__file__).resolve().parent.parent)
 
 SCENARIOS = {
     "globals": """
@@ -67,8 +61,8 @@ def test_interpreter_exit_is_silent(name: str) -> None:
     """Running the scenario and exiting prints nothing to stderr and exits 0."""
     code = "import threading\nimport numpy as np\nfrom prometheus_client import CollectorRegistry\n"
     code += "from iobuf import *\n" + textwrap.dedent(SCENARIOS[name]) + "\nprint('done')\n"
-    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    env["PYTHONWARNINGS"] = "error"
+    # This interpreter, so the child imports the same installed iobuf and core.
+    env = dict(os.environ, PYTHONWARNINGS="error")
     proc = subprocess.run(
         [sys.executable, "-X", "dev", "-c", code],
         capture_output=True,

@@ -1,6 +1,7 @@
 """Many threads x many random operations with canaries: no corruption, no lost buffers.
 
-The engine is ``iobuf.stress`` (also a script: ``python -m iobuf.stress``). On a
+The engine is the repository's ``bench.stress`` (also a script: ``python -m bench.stress``
+from the root of a clone), run against the installed iobuf. On a
 free-threaded build this runs 4 threads x 50,000 operations each (the threads
 really run in parallel); with a GIL a smaller run keeps the suite fast.
 """
@@ -13,9 +14,10 @@ import sys
 
 import pytest
 
+import bench
 import iobuf._views
+from bench.stress import canary, run_stress, stress_config
 from iobuf import BufferPool
-from iobuf.stress import canary, run_stress, stress_config
 
 from .helpers import FREE_THREADED
 
@@ -47,12 +49,14 @@ def test_the_stress_check_catches_a_pool_that_shares_live_memory(monkeypatch: py
 
 
 def test_canaries_differ_between_owners_and_serials() -> None:
+    """A canary has the requested length and changes with its owner and its serial number."""
     assert len(canary(1, 2, 100)) == 100
     assert canary(1, 2, 64) != canary(2, 2, 64) != canary(1, 3, 64)
     assert canary(3, 4, 0) == b""
 
 
 def test_bad_arguments_are_value_errors() -> None:
+    """No threads or a negative operation count is refused with ValueError, before any work."""
     pool = BufferPool(stress_config(1))
     with pytest.raises(ValueError, match="threads"):
         run_stress(pool, 0, 10)
@@ -61,8 +65,11 @@ def test_bad_arguments_are_value_errors() -> None:
 
 
 def test_the_script_reports_and_exits_zero() -> None:
+    """``python -m bench.stress`` in a fresh interpreter, started from the directory that
+    holds the harness: JSON and text reports of a clean run exit 0; a bad option exits 2."""
     out = subprocess.run(
-        [sys.executable, "-m", "iobuf.stress", "--threads", "3", "--ops", "3000", "--json", "--seed", "5"],
+        [sys.executable, "-m", "bench.stress", "--threads", "3", "--ops", "3000", "--json", "--seed", "5"],
+        cwd=bench.ROOT,
         capture_output=True,
         text=True,
         timeout=120,
@@ -72,20 +79,22 @@ def test_the_script_reports_and_exits_zero() -> None:
     report = json.loads(out.stdout)
     assert report["ok"] is True and report["ops"] == 9000 and report["ops_per_second"] > 0
     text = subprocess.run(
-        [sys.executable, "-m", "iobuf.stress", "--threads", "2", "--ops", "500"],
+        [sys.executable, "-m", "bench.stress", "--threads", "2", "--ops", "500"],
+        cwd=bench.ROOT,
         capture_output=True,
         text=True,
         timeout=120,
         check=True,
     )
     assert "corruptions 0, lost buffers 0, over limit 0" in text.stdout
-    argv = [sys.executable, "-m", "iobuf.stress", "--threads", "0"]
-    bad = subprocess.run(argv, capture_output=True, text=True, check=False)
+    argv = [sys.executable, "-m", "bench.stress", "--threads", "0"]
+    bad = subprocess.run(argv, cwd=bench.ROOT, capture_output=True, text=True, check=False)
     assert bad.returncode == 2 and "--threads" in bad.stderr
 
 
 def test_main_in_process_prints_the_summary_and_json(capsys: pytest.CaptureFixture[str]) -> None:
-    from iobuf.stress import main
+    """main() prints the one-line summary, or with --json a report that says ok."""
+    from bench.stress import main
 
     assert main(["--threads", "2", "--ops", "400", "--cache", "1"]) == 0
     assert "2 threads x 400 ops" in capsys.readouterr().out
@@ -94,6 +103,8 @@ def test_main_in_process_prints_the_summary_and_json(capsys: pytest.CaptureFixtu
 
 
 def test_a_worker_that_raises_is_reported_not_lost() -> None:
+    """An exception in a worker thread makes the report fail and names the exception,
+    once per worker, instead of vanishing with the thread."""
     pool = BufferPool(stress_config(2))
     pool.close()  # every allocation now raises PoolClosed
     report = run_stress(pool, 2, 100, seed=3)

@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 import iobuf
 from iobuf import BlockFile, BufferPool, BufferPoolConfig, Exhausted, IoBuf, IoBufMut, IoBufs, Oversized
-from iobuf.bench import format_table, measure_cycles
+from iobuf._demo_timing import format_table, measure_cycles
 
 HEADER = 4  # every message is a 4-byte big-endian payload length, then the payload
 CHUNK = 4096  # at most this much per recv_into, so a big message takes several reads
@@ -267,7 +267,7 @@ def main() -> int:
         stats = io_pool.stats()
         used = {c.size: c.created for c in stats.classes if c.created}
         print(f"buffers created per class for sections 7 and 8: {used}")
-    heading("9. Allocate + drop, side by side in this process (gc off; python -m iobuf.bench for more)")
+    heading("9. Allocate + drop, side by side in this process (gc off; a clone's python -m bench for more)")
     print(format_table(measure_cycles(sizes=(4096, 65536, 1 << 20), repeats=3, target_ms=10.0)))
     heading("Done")
     print(pool)

@@ -1,6 +1,7 @@
-"""A quick, in-process, side-by-side benchmark of one allocate-and-drop cycle.
+"""The demo's in-process, side-by-side timing of one allocate-and-drop cycle.
 
-The demo (``python -m iobuf``) and ``python -m iobuf.bench --inline`` time, in
+Section 9 of the demo (``python -m iobuf``) and the harness's ``--inline``
+mode (``python -m bench --inline``, from a clone of the repository) time, in
 one process and interleaved so that machine noise hits every approach alike:
 
 - ``pooled``: ``pool.try_alloc(n)`` from a prefilled one-class pool, dropped at once;
@@ -14,7 +15,11 @@ calibrated number of cycles (about ``target_ms`` per repeat); repeats rotate
 through the approaches; the median of the repeats is reported with its spread
 (max/min). Absolute times on a shared machine are noisy; compare ratios from
 the same run. The full harness (a fresh process per cell, every peer, touch
-and thread modes) is ``python -m iobuf.bench``; see ``docs/performance.md``.
+and thread modes) lives in the repository's ``bench/``, not in this package;
+see ``docs/performance.md``. It imports :func:`freelist_floor` from here (the
+demo depends on nothing of the harness).
+
+Single-threaded and for the demo only: nothing in the library imports this module.
 """
 
 from __future__ import annotations
@@ -25,12 +30,43 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from .._config import BufferPoolConfig
-from .._pool import BufferPool
-from ._cells import freelist_floor
+from ._config import BufferPoolConfig
+from ._pool import BufferPool
 
-__all__ = ["CycleResult", "format_table", "measure_cycles"]
+__all__ = ["CycleResult", "format_table", "freelist_floor", "measure_cycles"]
+
+
+class _FloorHandle:
+    """The pure-Python floor's handle: owns a preallocated bytearray until dropped."""
+
+    __slots__ = ("data", "home")
+    data: bytearray
+    home: list[bytearray]
+
+    def __del__(self) -> None:
+        self.home.append(self.data)
+
+
+def freelist_floor(size: int, threads: int) -> tuple[Callable[[], Any], Callable[[Any], Any]]:
+    """``(alloc, view)`` of the floor: ``4 * threads`` preallocated bytearrays of ``size``
+    bytes; ``alloc()`` pops one into a handle that pushes it back when dropped. No lock of
+    its own: ``list.pop`` and ``list.append`` are thread-safe (under the GIL, and by the
+    list's own lock on free-threaded builds), and each thread holds one handle at a time."""
+    free = [bytearray(size) for _ in range(4 * threads)]
+    new = object.__new__
+
+    def alloc() -> _FloorHandle:
+        handle = new(_FloorHandle)
+        handle.data = free.pop()
+        handle.home = free
+        return handle
+
+    def view(handle: _FloorHandle) -> bytearray:
+        return handle.data
+
+    return alloc, view
 
 
 def _loop(alloc: Callable[[], object], n: int) -> int:

@@ -1,10 +1,10 @@
-"""``python -m iobuf.bench --scaling``: two-thread scaling, with two processes as the ceiling.
+"""``python -m bench --scaling``: two-thread scaling, with two processes as the ceiling.
 
 The question is how much of a second core two threads of allocate+drop get. On
 a shared or virtualised machine the answer moves with the neighbours, so each
 round runs, in shuffled order and each in fresh processes, for every approach
 (``pooled``, ``bytearray``; with ``base``, also ``pooled`` from another tree, whose own
-harness runs its cells):
+harness runs its cells; :func:`base_harness` says which trees qualify):
 
 * ``single``: one thread; ``single_staggered``: one thread with the
   staggered pattern's spin after each step (the baseline for ``staggered``,
@@ -40,9 +40,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import ROOT
 from ._cells import APPROACHES, _run_single, _run_threads, step_makers
 
-__all__ = ["MODES", "child", "render", "run", "summarize", "target_verdict"]
+__all__ = ["MODES", "base_harness", "child", "render", "run", "summarize", "target_verdict"]
 
 MODES = ("single", "single_staggered", "lockstep", "staggered", "processes")
 TWO_WAY = ("lockstep", "staggered", "processes")
@@ -86,18 +87,52 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     return {"pid": os.getpid(), "threads": threads, "samples_ns": samples}
 
 
-def _command(variant: str, base: Path | None) -> tuple[list[str], dict[str, str]]:
+def base_harness(base: Path) -> tuple[str, Path, Path] | None:
+    """How to run the scaling harness of the iobuf tree at ``base``: ``(module, cwd,
+    pythonpath)``, or None when ``base`` holds none.
+
+    The base's own harness runs its cells, against its own ``iobuf`` (found
+    first through ``PYTHONPATH``; pure Python unless its compiled core was
+    built in place, as an editable install does). Three kinds of tree qualify:
+
+    * a clone of this layout: ``base/bench/_scaling.py`` and ``base/src/iobuf``
+      (run as ``python -m bench`` from ``base``, so that its ``bench`` comes first);
+    * a clone from before the harness left the package:
+      ``base/src/iobuf/bench/_scaling.py`` (run as ``python -m iobuf.bench``);
+    * the ``src`` directory of such a clone: ``base/iobuf/bench/_scaling.py``.
+    """
+    base = base.resolve()
+    if (base / "bench" / "_scaling.py").is_file() and (base / "src" / "iobuf").is_dir():
+        return "bench", base, base / "src"
+    for package_dir in (base / "src", base):
+        if (package_dir / "iobuf" / "bench" / "_scaling.py").is_file():
+            return "iobuf.bench", ROOT, package_dir
+    return None
+
+
+def _command(variant: str, base: Path | None) -> tuple[list[str], dict[str, str], Path]:
+    """``(argv up to the harness's options, env, cwd)`` of a child running ``variant``'s harness."""
     env = dict(os.environ, PYTHONHASHSEED="0")
-    if variant == "base":
-        assert base is not None
-        env["PYTHONPATH"] = str(base.resolve())
-    return [sys.executable, "-m", "iobuf.bench", "--scaling-child"], env
+    if variant != "base":
+        return [sys.executable, "-m", "bench"], env, ROOT
+    assert base is not None
+    harness = base_harness(base)
+    if harness is None:
+        raise ValueError(f"{base} holds no iobuf scaling harness (see base_harness)")
+    module, cwd, pythonpath = harness
+    env["PYTHONPATH"] = str(pythonpath)
+    return [sys.executable, "-m", module], env, cwd
 
 
 def _spawn(spec: dict[str, Any], base: Path | None) -> subprocess.Popen[str]:
-    cmd, env = _command(spec["variant"], base)
+    cmd, env, cwd = _command(spec["variant"], base)
     return subprocess.Popen(  # noqa: S603 - our own interpreter and module, our own JSON
-        [*cmd, json.dumps(spec)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+        [*cmd, "--scaling-child", json.dumps(spec)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=cwd,
     )
 
 
@@ -137,15 +172,16 @@ def _one_cell(spec: dict[str, Any], base: Path | None) -> tuple[float, list[int]
 
 def _calibrate(approach: str, variant: str, size: int, target_ms: float, base: Path | None) -> int:
     """Iterations for about ``target_ms`` per repeat of one thread (in a fresh process)."""
-    cmd, env = _command(variant, base)
+    cmd, env, cwd = _command(variant, base)
     spec = {"kind": "alloc", "approach": approach, "size": size, "touch": False}
     spec |= {"threads": 1, "pattern": "single", "target_ms": target_ms, "repeats": 1}
     out = subprocess.run(  # noqa: S603 - our own interpreter and module, our own JSON
-        [cmd[0], "-m", "iobuf.bench", "--cell", json.dumps(spec)],
+        [*cmd, "--cell", json.dumps(spec)],
         capture_output=True,
         text=True,
         check=True,
         env=env,
+        cwd=cwd,
     )
     return int(json.loads(out.stdout)["iterations"])
 

@@ -14,7 +14,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .._size_class import Shared
+from iobuf._size_class import Shared  # the pool's own striped freelist, measured as it is
+
 from ._cells import calibrated_samples
 
 __all__ = ["FREELISTS", "run_freelist_cell"]

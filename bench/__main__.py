@@ -1,27 +1,33 @@
-"""``python -m iobuf.bench``: the full benchmark, each cell in a fresh process.
+"""``python -m bench``: the full benchmark, each cell in a fresh process.
 
 Usage::
 
-    python -m iobuf.bench            # full run: 3 interleaved rounds (about 10 minutes here)
-    python -m iobuf.bench --quick    # 1 round, fewer repeats and thread cells (under 2 minutes)
-    python -m iobuf.bench --inline   # the demo's in-process table only
-    python -m iobuf.bench --e2e      # end to end: 512 MiB over loopback TCP, a 256 MiB file
-                                     # (about 2 minutes; --e2e --quick: 64 MiB each, 1 round)
-    python -m iobuf.bench --ops      # cost of scrub_on_return and track_allocations per size,
-                                     # and RSS around a 256 MiB burst and trim() (about 30 s)
-    python -m iobuf.bench --kv       # request/response: a key-value server on StreamReader and on
-                                     # PooledReader, driven by redis-benchmark (installed from
-                                     # Debian's redis-tools if missing), asyncio and uvloop, 4 value
-                                     # sizes, pipelined and not; RSS after (about 10 minutes; --kv --quick:
-                                     # 1 round, about 4 minutes)
-    python -m iobuf.bench --core     # the core's targets (issue 13) against bytearray, numpy.empty
-                                     # and memoryview slicing, in one process (about 1 minute)
-    python -m iobuf.bench --scaling  # two threads vs one vs two processes, 64 KiB allocate+drop,
-                                     # pooled and bytearray, 16 interleaved rounds (about 80 s on 3.13t;
-                                     # --scaling --base DIR adds the iobuf package found in DIR)
+    python -m bench            # full run: 3 interleaved rounds (about 10 minutes here)
+    python -m bench --quick    # 1 round, fewer repeats and thread cells (under 2 minutes)
+    python -m bench --inline   # the demo's in-process table only
+    python -m bench --e2e      # end to end: 512 MiB over loopback TCP, a 256 MiB file
+                               # (about 2 minutes; --e2e --quick: 64 MiB each, 1 round)
+    python -m bench --ops      # cost of scrub_on_return and track_allocations per size,
+                               # and RSS around a 256 MiB burst and trim() (about 30 s)
+    python -m bench --kv       # request/response: a key-value server on StreamReader and on
+                               # PooledReader, driven by redis-benchmark (installed from
+                               # Debian's redis-tools if missing), asyncio and uvloop, 4 value
+                               # sizes, pipelined and not; RSS after (about 10 minutes; --kv --quick:
+                               # 1 round, about 4 minutes)
+    python -m bench --core     # the core's targets (issue 13) against bytearray, numpy.empty
+                               # and memoryview slicing, in one process (about 1 minute)
+    python -m bench --scaling  # two threads vs one vs two processes, 64 KiB allocate+drop,
+                               # pooled and bytearray, 16 interleaved rounds (about 80 s on 3.13t;
+                               # --scaling --base DIR adds the pooled cells of the iobuf
+                               # tree at DIR, run by that tree's own harness: a clone
+                               # (either layout) or the src/ of a clone from before
+                               # bench/ left the package)
+
+Run from the root of a clone with iobuf installed (``./scripts/test`` makes
+``.venv``, or ``pip install -e '.[dev]'``); the harness is not part of the package.
 
 Writes ``bench-results/results.json`` and, when matplotlib is installed
-(``pip install 'iobuf[bench]'``), ``bench-results/alloc.png``; prints the
+(``pip install -e '.[bench]'``), ``bench-results/alloc.png``; prints the
 tables and the target checks. Peers that are not installed (numpy, pyarrow)
 are skipped and say so.
 """
@@ -39,10 +45,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import _e2e, _kv, _ops, _scaling, _targets
+from iobuf._demo_timing import format_table, measure_cycles
+
+from . import ROOT, _e2e, _kv, _ops, _scaling, _targets
 from ._cells import available_approaches, run_cell
 from ._freelists import FREELISTS, run_freelist_cell
-from ._quick import format_table, measure_cycles
 from ._report import render, write_chart
 
 SIZES = [256, 1024, 4096, 65536, 1 << 20, 8 << 20]
@@ -81,12 +88,13 @@ def _run_in_subprocess(cell: dict[str, Any]) -> dict[str, Any]:
     # A fixed hash seed removes one source of process-to-process variation.
     env = dict(os.environ, PYTHONHASHSEED="0")
     proc = subprocess.run(  # noqa: S603 - our own interpreter and module, our own JSON
-        [sys.executable, "-m", "iobuf.bench", "--cell", json.dumps(cell)],
+        [sys.executable, "-m", "bench", "--cell", json.dumps(cell)],
         capture_output=True,
         text=True,
         check=False,
         timeout=600,
         env=env,
+        cwd=ROOT,  # where this harness is importable from (see bench.ROOT)
     )
     if proc.returncode != 0:
         return {**cell, "error": proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed"}
@@ -96,7 +104,7 @@ def _run_in_subprocess(cell: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the harness (see the module docstring)."""
-    parser = argparse.ArgumentParser(prog="python -m iobuf.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and thread cells")
     parser.add_argument("--inline", action="store_true", help="only the quick in-process table")
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="output directory")
@@ -109,7 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scaling", action="store_true", help="two threads vs one vs two processes")
     parser.add_argument("--core", action="store_true", help="the core's speed targets, in one process")
     parser.add_argument("--kv", action="store_true", help="request/response server vs StreamReader")
-    parser.add_argument("--base", type=Path, help="with --scaling: a directory holding an older iobuf")
+    parser.add_argument(
+        "--base",
+        type=Path,
+        metavar="DIR",
+        help="with --scaling: also time the iobuf tree at DIR with its own harness; DIR is a clone "
+        "(bench/ beside src/iobuf/, or an older one with src/iobuf/bench/) or an older clone's src/",
+    )
     parser.add_argument("--cell", help=argparse.SUPPRESS)
     parser.add_argument("--scaling-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -263,9 +277,10 @@ def _run_ops(quick: bool, out: Path) -> int:
 def _run_scaling(args: argparse.Namespace) -> int:
     # The base's own harness runs its cells (PYTHONPATH swaps the whole package),
     # so it must be a tree that has one.
-    if args.base is not None and not (args.base / "iobuf" / "bench" / "_scaling.py").is_file():
+    if args.base is not None and _scaling.base_harness(args.base) is None:
         raise SystemExit(
-            f"--base {args.base}: expected an iobuf package with the scaling harness at {args.base / 'iobuf'}"
+            f"--base {args.base}: expected an iobuf tree with the scaling harness: a clone "
+            "(bench/_scaling.py beside src/iobuf/, or src/iobuf/bench/_scaling.py) or an older clone's src/"
         )
     rounds = args.rounds or (3 if args.quick else 16)
     target_ms = args.target_ms or (10.0 if args.quick else 40.0)

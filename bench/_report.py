@@ -1,4 +1,4 @@
-"""Tables, target checks and the chart for ``python -m iobuf.bench`` results."""
+"""Tables, target checks and the chart for ``python -m bench`` results."""
 
 from __future__ import annotations
 

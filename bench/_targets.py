@@ -1,6 +1,6 @@
 """The core's speed targets (issue 13), measured against their peers in one process.
 
-``python -m iobuf.bench --core`` times, interleaved in shuffled order over
+``python -m bench --core`` times, interleaved in shuffled order over
 ``rounds`` rounds with gc disabled, the median ns per cycle (loop overhead
 included on both sides of every ratio) of:
 
@@ -27,9 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .._config import BufferPoolConfig
-from .._impl import IMPLEMENTATION
-from .._pool import BufferPool
+from iobuf import IMPLEMENTATION, BufferPool, BufferPoolConfig
 
 try:
     import numpy

@@ -34,6 +34,8 @@ from typing import Any
 
 import iobuf
 
+from . import ROOT
+
 MiB = 1 << 20
 
 
@@ -89,7 +91,8 @@ async def _receive(kind: str, total: int, frame: int, pool: iobuf.BufferPool) ->
         server = await asyncio.start_server(receive, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     sender = subprocess.Popen(  # noqa: S603 - our own interpreter and a fixed command
-        [sys.executable, "-c", f"from iobuf.bench._e2e import _send; _send({port}, {total})"],
+        [sys.executable, "-c", f"from bench._e2e import _send; _send({port}, {total})"],
+        cwd=ROOT,  # where this harness is importable from (see bench.ROOT)
     )
     try:
         return await asyncio.wait_for(done, timeout=300)

@@ -1,6 +1,6 @@
 """One benchmark cell: an approach, a size, a touch mode and a threading pattern.
 
-A cell runs in its own process (``python -m iobuf.bench --cell JSON``), so no
+A cell runs in its own process (``python -m bench --cell JSON``), so no
 allocator state leaks between cells. Inside it: the garbage collector is off,
 an iteration count is calibrated to about ``target_ms`` per repeat, and each
 repeat's wall time per iteration is reported in nanoseconds.
@@ -26,10 +26,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .._config import BufferPoolConfig
-from .._impl import IoBufMut
-from .._memory import page_size
-from .._pool import BufferPool
+from iobuf import BufferPool, BufferPoolConfig, IoBufMut, page_size
+from iobuf._demo_timing import freelist_floor
 
 __all__ = ["APPROACHES", "available_approaches", "calibrated_samples", "freelist_floor", "run_cell"]
 
@@ -100,33 +98,6 @@ def _pyarrow(backend: str) -> Factory:
         return functools.partial(pa.allocate_buffer, size, memory_pool=pool), _bytes_view
 
     return factory
-
-
-class _FloorHandle:
-    """The pure-Python floor's handle: owns a preallocated bytearray until dropped."""
-
-    __slots__ = ("data", "home")
-    data: bytearray
-    home: list[bytearray]
-
-    def __del__(self) -> None:
-        self.home.append(self.data)
-
-
-def freelist_floor(size: int, threads: int) -> tuple[Callable[[], Any], Callable[[Any], Any]]:
-    free = [bytearray(size) for _ in range(4 * threads)]
-    new = object.__new__
-
-    def alloc() -> _FloorHandle:
-        handle = new(_FloorHandle)
-        handle.data = free.pop()
-        handle.home = free
-        return handle
-
-    def view(handle: _FloorHandle) -> bytearray:
-        return handle.data
-
-    return alloc, view
 
 
 def _reuse_one(size: int, threads: int) -> tuple[Callable[[], Any], Callable[[Any], Any]]:

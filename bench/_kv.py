@@ -35,6 +35,8 @@ from typing import Any
 
 import iobuf
 
+from . import ROOT
+
 #: (value size, requests per redis-benchmark test, keyspace)
 SIZES: list[tuple[int, int, int]] = [
     (100, 100_000, 10_000),
@@ -227,9 +229,10 @@ def measure(
 ) -> dict[str, Any]:
     """One server process, SET then GET from redis-benchmark: requests/s each, and RSS after."""
     proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-c", f"from iobuf.bench._kv import serve; serve({kind!r})"],
+        [sys.executable, "-c", f"from bench._kv import serve; serve({kind!r})"],
         stdout=subprocess.PIPE,
         text=True,
+        cwd=ROOT,  # where this harness is importable from (see bench.ROOT)
     )
     try:
         assert proc.stdout is not None

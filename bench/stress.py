@@ -1,4 +1,4 @@
-"""``python -m iobuf.stress``: many threads doing random work on one pool, checked.
+"""``python -m bench.stress``: many threads doing random work on one pool, checked.
 
 Each worker thread runs a seeded stream of random operations on a shared
 :class:`~iobuf.BufferPool`: every allocation variant, writing a canary pattern
@@ -21,10 +21,11 @@ What it reports, and what must hold:
 
 Usage::
 
-    python -m iobuf.stress                          # 8 threads x 100,000 operations
-    python -m iobuf.stress --threads 4 --ops 20000 --cache 0 --seed 3 --json
+    python -m bench.stress                          # 8 threads x 100,000 operations
+    python -m bench.stress --threads 4 --ops 20000 --cache 0 --seed 3 --json
 
-Exit status 0 when the three checks hold, 1 otherwise. The test suite uses
+Run from the root of a clone with iobuf installed (see :mod:`bench`). Exit
+status 0 when the three checks hold, 1 otherwise. The test suite uses
 :func:`run_stress` with smaller runs (``tests/test_stress.py``); ``.ci/run``
 runs the script briefly on every interpreter.
 """
@@ -42,10 +43,7 @@ import time
 import traceback
 from dataclasses import asdict, dataclass, field
 
-from ._config import BufferPoolConfig
-from ._errors import Exhausted, Oversized
-from ._impl import IoBuf, IoBufMut, flush_thread_cache
-from ._pool import BufferPool
+from iobuf import BufferPool, BufferPoolConfig, Exhausted, IoBuf, IoBufMut, Oversized, flush_thread_cache
 
 __all__ = ["StressReport", "canary", "main", "run_stress", "stress_config"]
 
@@ -331,7 +329,7 @@ def run_stress(pool: BufferPool, threads: int, ops: int, seed: int = 0) -> Stres
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m iobuf.stress", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.stress", description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--ops", type=int, default=100_000, help="operations per thread")
     parser.add_argument("--seed", type=int, default=0)

@@ -1,6 +1,6 @@
 """What the operations features cost: scrubbing, allocation tracking, trim.
 
-``python -m iobuf.bench --ops`` runs, in one process with gc disabled while
+``python -m bench --ops`` runs, in one process with gc disabled while
 timing, allocate+drop cycles on four pools built from the same
 ``for_storage()`` config (page-aligned, so every size class is mmap-backed):
 
@@ -27,8 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .._config import BufferPoolConfig
-from .._pool import BufferPool
+from iobuf import BufferPool, BufferPoolConfig
 
 SIZES = (4096, 65536, 1 << 20, 8 << 20)
 VARIANTS = ("default", "default-b", "scrub", "track")
