@@ -9,6 +9,8 @@ Usage::
                                # (about 2 minutes; --e2e --quick: 64 MiB each, 1 round)
     python -m bench --ops      # cost of scrub_on_return and track_allocations per size,
                                # and RSS around a 256 MiB burst and trim() (about 30 s)
+    python -m bench --kv --instructions  # the same servers' instructions per request under
+                               # callgrind (deterministic on a shared machine; about 15 minutes)
     python -m bench --kv       # request/response: a key-value server on StreamReader and on
                                # PooledReader, driven by redis-benchmark (installed from
                                # Debian's redis-tools if missing), asyncio and uvloop, 4 value
@@ -102,8 +104,7 @@ def _run_in_subprocess(cell: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the harness (see the module docstring)."""
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and thread cells")
     parser.add_argument("--inline", action="store_true", help="only the quick in-process table")
@@ -118,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--core", action="store_true", help="the core's speed targets, in one process")
     parser.add_argument("--kv", action="store_true", help="request/response server vs StreamReader")
     parser.add_argument(
+        "--instructions", action="store_true", help="with --kv: server instructions per request (callgrind)"
+    )
+    parser.add_argument(
         "--base",
         type=Path,
         metavar="DIR",
@@ -126,7 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--cell", help=argparse.SUPPRESS)
     parser.add_argument("--scaling-child", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the harness (see the module docstring)."""
+    args = _parser().parse_args(argv)
 
     single = _single_mode(args)
     if single is not None:
@@ -207,7 +216,11 @@ def _single_mode(args: argparse.Namespace) -> int | None:
     if args.core:
         return _run_core(args.quick, args.out)
     if args.kv:
-        return _run_kv(args.quick, args.rounds, args.out)
+        return (
+            _run_kv_instructions(args.out)
+            if args.instructions
+            else _run_kv(args.quick, args.rounds, args.out)
+        )
     if args.inline:
         print("gc disabled while timing; one process; approaches interleaved per repeat")
         print(format_table(measure_cycles(sizes=(256, 4096, 65536, 1 << 20, 8 << 20))))
@@ -238,6 +251,19 @@ def _run_kv(quick: bool, rounds: int | None, out: Path) -> int:
     print()
     print(_kv.render_copy_costs(result["copy_costs"]))
     print(f"\nwrote {out / 'kv.json'}")
+    return 0
+
+
+def _run_kv_instructions(out: Path) -> int:
+    print(
+        "iobuf request/response benchmark: server instructions per request under callgrind", file=sys.stderr
+    )
+    result = _kv.run_instructions(_kv.INSTRUCTION_SIZES, log=lambda line: print(line, file=sys.stderr))
+    result["meta"] = {"python": sys.version.split()[0], "when": time.strftime("%Y-%m-%d %H:%M:%S")}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "kv-instructions.json").write_text(json.dumps(result, indent=1))
+    print(_kv.render_instructions(result))
+    print(f"\nwrote {out / 'kv-instructions.json'}")
     return 0
 
 

@@ -16,6 +16,15 @@ process; ``redis-benchmark`` runs SET then GET against it, ``-P 16``
 from ``/proc`` after the run, with every key of the keyspace stored.
 Rounds interleave the servers; the median per cell is reported, with ratios
 iobuf / streamreader on the same loop.
+
+Throughput on this shared 2-core machine varies by up to 2x between rounds,
+so ``--kv --instructions`` also counts what the server itself executes: each
+server runs under ``valgrind --tool=callgrind`` (Debian's ``valgrind``),
+driven by the same ``redis-benchmark``, and the instructions per request are
+the difference between a long and a short run over the requests between them
+(start-up and shut-down cancel out). Counts do not depend on what else the
+machine runs; they are not time (a syscall or a cache miss counts as little),
+so they complement the throughput table rather than replace it.
 """
 
 from __future__ import annotations
@@ -25,11 +34,13 @@ import functools
 import importlib
 import importlib.util
 import os
+import re
 import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -46,6 +57,10 @@ SIZES: list[tuple[int, int, int]] = [
 ]
 CLIENTS = 16
 INSTALL_HINT = "apt-get install redis-tools (Debian/Ubuntu) for redis-benchmark"
+#: --instructions: (value size, SET requests in the short run, in the long run)
+INSTRUCTION_SIZES: list[tuple[int, int, int]] = [(100, 400, 1200), (4096, 400, 1200), (65536, 80, 240)]
+#: --instructions: keys (few, so that nearly every GET finds its value)
+INSTRUCTION_KEYSPACE = 50
 
 
 def client_path() -> str | None:
@@ -55,14 +70,26 @@ def client_path() -> str | None:
 
 def ensure_client() -> str:
     """``redis-benchmark``, installed from Debian's packages when missing and we are root."""
-    found = client_path()
-    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        subprocess.run(["apt-get", "install", "-y", "-q", "redis-tools"], check=False, env=env)  # noqa: S607
-        found = client_path()
+    found = _apt_install("redis-tools", "redis-benchmark")
     if found is None:
         raise SystemExit(f"redis-benchmark not found: {INSTALL_HINT}")
     return found
+
+
+def ensure_valgrind() -> str:
+    """``valgrind``, installed from Debian's packages when missing and we are root."""
+    found = _apt_install("valgrind", "valgrind")
+    if found is None:
+        raise SystemExit("valgrind not found: apt-get install valgrind (Debian/Ubuntu)")
+    return found
+
+
+def _apt_install(package: str, command: str) -> str | None:
+    """Where ``command`` is, after installing Debian's ``package`` when it is missing and we are root."""
+    if shutil.which(command) is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "install", "-y", "-q", package], check=False, env=env)  # noqa: S603, S607
+    return shutil.which(command)
 
 
 def servers() -> list[str]:
@@ -279,6 +306,104 @@ def run(rounds: int, sizes: list[tuple[int, int, int]], log: Callable[[str], Non
         for key, runs in samples.items()
     }
     return {"cells": cells, "samples": samples, "rounds": rounds, "clients": CLIENTS}
+
+
+# -- instructions per request (callgrind) ---------------------------------------------
+
+
+def server_instructions(
+    kind: str, size: int, requests: int, *, tests: str, pipeline: int, client: str, valgrind: str
+) -> int:
+    """Instructions the ``kind`` server process executed, start to exit, under
+    callgrind while ``redis-benchmark`` ran ``tests`` (e.g. ``"set,get"``) with
+    ``requests`` requests each."""
+    with tempfile.TemporaryDirectory(prefix="iobuf-kv-") as tmp:
+        proc = subprocess.Popen(  # noqa: S603 - valgrind on our own interpreter and module
+            [
+                *(valgrind, "--tool=callgrind", f"--callgrind-out-file={tmp}/callgrind.out"),
+                *(sys.executable, "-c", f"from bench._kv import serve; serve({kind!r})"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            env=dict(os.environ, PYTHONHASHSEED="0"),  # the same dict layouts every run
+        )
+        try:
+            assert proc.stdout is not None
+            port = int(proc.stdout.readline())
+            subprocess.run(  # noqa: S603 - a fixed command line
+                [
+                    *(client, "-p", str(port), "-t", tests, "-n", str(requests), "-c", str(CLIENTS)),
+                    *("-P", str(pipeline), "-d", str(size), "-r", str(INSTRUCTION_KEYSPACE), "-q"),
+                ],
+                capture_output=True,
+                check=True,
+                timeout=900,
+            )
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=300)
+    found = re.search(r"Collected : (\d+)", err)
+    if found is None:
+        raise RuntimeError(f"callgrind reported no count for {kind}: {err[-500:]}")
+    return int(found.group(1))
+
+
+def per_request(short: int, long: int, both: int, n_short: int, n_long: int) -> dict[str, float]:
+    """SET and GET instructions per request from three runs: SET with ``n_short``
+    and ``n_long`` requests, then SET and GET with ``n_long`` each."""
+    return {"set": (long - short) / (n_long - n_short), "get": (both - long) / n_long}
+
+
+def run_instructions(sizes: list[tuple[int, int, int]], log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Instructions per SET and per GET for every (size, pipeline, server)."""
+    client = ensure_client()
+    valgrind = ensure_valgrind()
+    cells: dict[str, dict[str, float]] = {}
+    for size, n_short, n_long in sizes:
+        for pipeline in (16, 1):
+            for kind in servers():
+
+                def count(
+                    tests: str, n: int, kind: str = kind, size: int = size, pipeline: int = pipeline
+                ) -> int:
+                    return server_instructions(
+                        kind, size, n, tests=tests, pipeline=pipeline, client=client, valgrind=valgrind
+                    )
+
+                cell = per_request(
+                    count("set", n_short), count("set", n_long), count("set,get", n_long), n_short, n_long
+                )
+                cells[f"{kind}|{size}|{pipeline}"] = cell
+                log(
+                    f"{kind:20} {size:8d} B -P {pipeline:2d}: "
+                    f"SET {cell['set']:9.0f} GET {cell['get']:9.0f} instructions/request"
+                )
+    return {"instructions": cells, "clients": CLIENTS}
+
+
+def render_instructions(result: dict[str, Any]) -> str:
+    cells = result["instructions"]
+    lines = [
+        "server instructions per request (callgrind; redis-benchmark -t set,get, "
+        f"{result['clients']} clients); ratio = streamreader / iobuf (above 1: iobuf executes fewer)",
+        "",
+        "| loop | value | pipeline | SET streamreader | SET iobuf | SET ratio "
+        "| GET streamreader | GET iobuf | GET ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for key, peer in cells.items():
+        kind, size, pipeline = key.split("|")
+        ours = cells.get(key.replace("streamreader", "iobuf"))
+        if not kind.startswith("streamreader") or ours is None:
+            continue
+        loop = "uvloop" if kind.endswith("+uvloop") else "asyncio"
+        row = [loop, _size(int(size)), pipeline]
+        for metric in ("set", "get"):
+            row += [f"{peer[metric]:.0f}", f"{ours[metric]:.0f}", f"{peer[metric] / ours[metric]:.2f}"]
+        lines.append("| " + " | ".join(map(str, row)) + " |")
+    return "\n".join(lines)
 
 
 def paired_ratios(result: dict[str, Any], key: str, metric: str) -> list[float]:
