@@ -428,3 +428,31 @@ def test_kv_copy_costs_measure_each_size_and_render() -> None:
     assert all(r["bytes"] > 0 for r in rows)
     table = _kv.render_copy_costs(rows)
     assert "| 100 B |" in table and "| 64 KiB |" in table
+
+
+def test_kv_instructions_count_a_server_under_callgrind() -> None:
+    """``--kv --instructions`` runs a server under callgrind (valgrind installed from
+    Debian's packages when missing) while redis-benchmark drives it: a run with more
+    requests counts more instructions, and the per-request figures are what is
+    left after the shorter run is taken off; the table pairs each server with its
+    StreamReader peer."""
+    from bench import _kv
+
+    client, valgrind = _kv.ensure_client(), _kv.ensure_valgrind()
+
+    def count(tests: str, n: int) -> int:
+        return _kv.server_instructions(
+            "iobuf", 100, n, tests=tests, pipeline=16, client=client, valgrind=valgrind
+        )
+
+    short, long, both = count("set", 64), count("set", 192), count("set,get", 192)
+    assert 0 < short < long < both
+    cell = _kv.per_request(short, long, both, 64, 192)
+    assert cell == {"set": (long - short) / 128, "get": (both - long) / 192}
+    result = {
+        "instructions": {"streamreader|100|16": {"set": 2.0, "get": 3.0}, "iobuf|100|16": cell},
+        "clients": 16,
+    }
+    row = _kv.render_instructions(result).splitlines()[-1]
+    assert row.startswith("| asyncio | 100 B | 16 | 2 | ")
+    assert row.endswith(f" | {3.0 / cell['get']:.2f} |")
