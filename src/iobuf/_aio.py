@@ -819,7 +819,11 @@ class PooledWriter:
 
     async def drain(self) -> None:
         """Wait until the transport's write buffer is below its high-water mark."""
-        await self._protocol._drain_helper()
+        protocol = self._protocol
+        ready = protocol._exc is None and not protocol._write_paused and not protocol._lost
+        if ready and not self._transport.is_closing():
+            return  # nothing to wait for (what _drain_helper concludes, one call sooner)
+        await protocol._drain_helper()
 
     def can_write_eof(self) -> bool:
         return self._transport.can_write_eof()
