@@ -203,6 +203,27 @@ def test_line_reads_that_wait_on_an_empty_buffer_return_each_line(
     assert run(_reply_lines(until)) == want
 
 
+def test_a_waiting_line_read_sees_bytes_after_the_chain_is_replaced(
+    run: Callable[[Awaitable[Any]], Any],
+) -> None:
+    """A ``readline``/``readuntil`` waiting on an empty buffer finds the line that
+    arrives after another call (here ``readexactly_chain(0)``) replaced the
+    chain's deque of chunks: it looks at the chain afresh after each wait instead
+    of waiting on the old, now detached, deque until EOF."""
+
+    async def main() -> None:
+        async with on_socketpair(network_pool()) as (reader, peer):
+            for read in (reader.readline, lambda: reader.readuntil(b"\n")):
+                task = asyncio.ensure_future(read())
+                while reader._waiter is None or reader._waiter.done():
+                    await asyncio.sleep(0)
+                assert len(await reader.readexactly_chain(0)) == 0
+                peer.send(b"line\n")
+                assert await asyncio.wait_for(task, 10) == b"line\n"
+
+    run(main())
+
+
 # -- over real sockets -------------------------------------------------------------------
 
 

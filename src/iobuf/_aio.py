@@ -444,8 +444,8 @@ class PooledReader(asyncio.BufferedProtocol):
         """
         if type(separator) is bytes and separator:
             # Fast path: a separator in the first receive buffer is the first one.
-            chunks = self._chain._chunks
             while self._exc is None:
+                chunks = self._chain._chunks  # (read again after a wait: split_to replaces it)
                 if chunks:
                     start = chunks[0].find(separator)
                     if 0 <= start <= self._limit:
@@ -490,8 +490,8 @@ class PooledReader(asyncio.BufferedProtocol):
         ``limit`` raises ``ValueError`` and is dropped: through its newline, or
         everything buffered if none was found.
         """
-        chunks = self._chain._chunks
         while self._exc is None:  # fast path: a newline in the first receive buffer
+            chunks = self._chain._chunks  # (read again after a wait: split_to replaces it)
             if chunks:
                 start = chunks[0].find(b"\n")
                 if 0 <= start <= self._limit:
