@@ -340,8 +340,9 @@ cdef class Block:
 cdef class IoBufMut:
     cdef char *base
     cdef char *raw
-    cdef Py_ssize_t _pos
-    cdef Py_ssize_t _len
+    # The readable window [_lo, _hi) of the memory at base (as IoBuf's); _cap its end.
+    cdef Py_ssize_t _lo
+    cdef Py_ssize_t _hi
     cdef Py_ssize_t _cap
     cdef Facet origin
     cdef int idx

@@ -629,9 +629,9 @@ class PoolCore:
         n: cython.Py_ssize_t = _nonneg("n", length)
         if m is None:  # an overriding try_alloc (or _bypass) returned None: no fields to touch
             raise AttributeError("'NoneType' object has no attribute 'set_len'")
-        if n > m._cap - m._pos:
-            raise ValueError(f"set_len({n}) exceeds capacity({m._cap - m._pos})")
-        m._len = m._pos + n
+        if n > m._cap - m._lo:
+            raise ValueError(f"set_len({n}) exceeds capacity({m._cap - m._lo})")
+        m._hi = m._lo + n
         return m
 
     def try_alloc_zeroed(self, length) -> IoBufMut:
@@ -655,10 +655,10 @@ class PoolCore:
             if n:  # an override may hand back None, or less room than asked: never zero past it
                 if m is None:
                     raise AttributeError("'NoneType' object has no attribute 'set_len'")
-                if n > m._cap - m._pos:
-                    raise ValueError(f"set_len({n}) exceeds capacity({m._cap - m._pos})")
-                memset(m.base + m._pos, 0, n)
-                m._len = m._pos + n
+                if n > m._cap - m._lo:
+                    raise ValueError(f"set_len({n}) exceeds capacity({m._cap - m._lo})")
+                memset(m.base + m._lo, 0, n)
+                m._hi = m._lo + n
             return m
         if n <= st.min_size:
             idx = 0
@@ -671,7 +671,7 @@ class PoolCore:
             raise self._exhausted()
         if n:
             memset(m.base, 0, n)
-            m._len = n
+            m._hi = n
         return m
 
     def alloc_zeroed(self, length) -> IoBufMut:
@@ -1077,8 +1077,8 @@ def _equal(mine, other):
         p = cython.cast(IoBuf, mine).base + cython.cast(IoBuf, mine)._lo
         n = cython.cast(IoBuf, mine)._hi - cython.cast(IoBuf, mine)._lo
     else:
-        p = cython.cast(IoBufMut, mine).base + cython.cast(IoBufMut, mine)._pos
-        n = cython.cast(IoBufMut, mine)._len - cython.cast(IoBufMut, mine)._pos
+        p = cython.cast(IoBufMut, mine).base + cython.cast(IoBufMut, mine)._lo
+        n = cython.cast(IoBufMut, mine)._hi - cython.cast(IoBufMut, mine)._lo
     iob_getbuffer(theirs, cython.address(view), PyBUF_SIMPLE)
     try:
         return view.len == n and (n == 0 or memcmp(p, view.buf, n) == 0)
@@ -1130,7 +1130,7 @@ def mut_over(blk: Block, length: cython.Py_ssize_t) -> IoBufMut:
     m.blk = blk
     m.base = blk.ptr
     m._cap = blk.size
-    m._len = length
+    m._hi = length
     m.grow = blk.grow
     return m
 
@@ -1158,7 +1158,7 @@ class IoBufMut:
         self.blk = blk
         self.base = blk.ptr
         self._cap = blk.size
-        self._len = blk.size
+        self._hi = blk.size
         self.grow = True
         self.made = True
 
@@ -1204,15 +1204,15 @@ class IoBufMut:
     # -- size and identity ---------------------------------------------------
 
     def __len__(self) -> cython.Py_ssize_t:
-        return self._len - self._pos
+        return self._hi - self._lo
 
     def __bool__(self) -> bool:
-        return self._len > self._pos
+        return self._hi > self._lo
 
     @property
     def capacity(self) -> int:
         """Bytes this buffer can hold from its read cursor without growing."""
-        return self._cap - self._pos
+        return self._cap - self._lo
 
     @property
     def is_pooled(self) -> bool:
@@ -1224,7 +1224,7 @@ class IoBufMut:
         """Address of the first readable byte (0 when the buffer has no memory)."""
         if self._cap == 0:
             return 0
-        return cython.cast(cython.size_t, self.base + self._pos)
+        return cython.cast(cython.size_t, self.base + self._lo)
 
     # -- ownership -------------------------------------------------------------
 
@@ -1281,8 +1281,8 @@ class IoBufMut:
         self.exported = False
         self.raw = cython.NULL
         self.origin = None
-        self._pos = 0
-        self._len = 0
+        self._lo = 0
+        self._hi = 0
         self.grow = growable
         old: Block = self.blk
         self.blk = fresh
@@ -1302,19 +1302,19 @@ class IoBufMut:
         readable: cython.Py_ssize_t
         new_cap: cython.Py_ssize_t
         nb: Block
-        if extra <= self._cap - self._len:
+        if extra <= self._cap - self._hi:
             return 0
         if not self.grow:
             if self.raw == cython.NULL and self.blk is None:
                 raise ValueError(_DETACHED_MSG)
             raise ValueError(
-                f"{extra} more bytes exceed the fixed capacity ({self._cap - self._pos}, {self._len - self._pos} used)"
+                f"{extra} more bytes exceed the fixed capacity ({self._cap - self._lo}, {self._hi - self._lo} used)"
             )
         self.ready_pins()
-        readable = self._len - self._pos
-        new_cap = max(readable + extra, 2 * (self._cap - self._pos), 64)
+        readable = self._hi - self._lo
+        new_cap = max(readable + extra, 2 * (self._cap - self._lo), 64)
         nb = heap_block(new_cap)
-        memcpy(nb.ptr, self.base + self._pos, readable)
+        memcpy(nb.ptr, self.base + self._lo, readable)
         # Views handed out earlier keep the old memory alive; they stop aliasing.
         if iob_load(cython.address(self._exports)) and self.blk is not None:
             self.pin()
@@ -1322,8 +1322,8 @@ class IoBufMut:
         self.exported = False
         self.base = nb.ptr
         self._cap = new_cap
-        self._pos = 0
-        self._len = readable
+        self._lo = 0
+        self._hi = readable
         return 0
 
     @property
@@ -1349,8 +1349,8 @@ class IoBufMut:
         try:
             if view.len:
                 self.reserve(view.len)
-                memmove(self.base + self._len, view.buf, view.len)
-                self._len += view.len
+                memmove(self.base + self._hi, view.buf, view.len)
+                self._hi += view.len
         finally:
             PyBuffer_Release(cython.address(view))
 
@@ -1365,35 +1365,35 @@ class IoBufMut:
     def advance_mut(self, n) -> None:
         """Mark ``n`` bytes written into :meth:`spare_capacity` as readable."""
         count: cython.Py_ssize_t = _nonneg("n", n)
-        if count > self._cap - self._len:
+        if count > self._cap - self._hi:
             raise ValueError(
                 f"cannot advance past end of buffer: advance_mut({count}) with "
-                f"{self._cap - self._len} bytes of spare capacity"
+                f"{self._cap - self._hi} bytes of spare capacity"
             )
-        self._len += count
+        self._hi += count
 
     def set_len(self, n) -> None:
         """Set the readable length to ``n`` (<= capacity); new bytes hold whatever was there."""
         length: cython.Py_ssize_t = _nonneg("n", n)
-        if length > self._cap - self._pos:
-            raise ValueError(f"set_len({length}) exceeds capacity({self._cap - self._pos})")
-        self._len = self._pos + length
+        if length > self._cap - self._lo:
+            raise ValueError(f"set_len({length}) exceeds capacity({self._cap - self._lo})")
+        self._hi = self._lo + length
 
     def truncate(self, n) -> None:
         """Keep only the first ``n`` readable bytes (no-op if ``n >= len``)."""
         length: cython.Py_ssize_t = _nonneg("n", n)
-        if length < self._len - self._pos:
-            self._len = self._pos + length
+        if length < self._hi - self._lo:
+            self._hi = self._lo + length
 
     def clear(self) -> None:
         """Drop every readable byte, keeping the capacity."""
-        self._len = self._pos
+        self._hi = self._lo
 
     # -- reading -----------------------------------------------------------------
 
     def remaining(self) -> int:
         """Readable bytes (same as ``len``)."""
-        return self._len - self._pos
+        return self._hi - self._lo
 
     def chunk(self) -> memoryview:
         """The readable bytes as one writable memoryview (same as :meth:`as_memoryview`)."""
@@ -1406,16 +1406,16 @@ class IoBufMut:
     def advance(self, n) -> None:
         """Consume ``n`` readable bytes from the front."""
         count: cython.Py_ssize_t = _nonneg("n", n)
-        if count > self._len - self._pos:
+        if count > self._hi - self._lo:
             raise ValueError(
-                f"cannot advance past end of buffer: advance({count}) with {self._len - self._pos} readable")
-        self._pos += count
+                f"cannot advance past end of buffer: advance({count}) with {self._hi - self._lo} readable")
+        self._lo += count
 
     def copy_to_bytes(self, n) -> IoBuf:
         """Split off the first ``n`` readable bytes as an :class:`IoBuf`, without copying."""
         count: cython.Py_ssize_t = _nonneg("n", n)
-        readable: cython.Py_ssize_t = self._len - self._pos
-        start: cython.Py_ssize_t = self._pos
+        readable: cython.Py_ssize_t = self._hi - self._lo
+        start: cython.Py_ssize_t = self._lo
         if count > readable:
             raise ValueError(f"copy_to_bytes out of bounds: {count} > {readable} readable")
         if count == 0:
@@ -1425,7 +1425,7 @@ class IoBufMut:
         if count == readable:
             self.detach(True)
         else:
-            self._pos = start + count
+            self._lo = start + count
         return out
 
     def freeze(self) -> IoBuf:
@@ -1437,8 +1437,8 @@ class IoBufMut:
         out: IoBuf = IoBuf.__new__(IoBuf)  # keeps the memory even when empty (as the seed)
         out.blk = blk
         out.base = blk.ptr
-        out._lo = self._pos
-        out._hi = self._len
+        out._lo = self._lo
+        out._hi = self._hi
         blk.grow = self.grow
         self.detach(False)
         return out
@@ -1478,9 +1478,9 @@ class IoBufMut:
         # The IoBufMut is its own exporter: its memory cannot go while it lives,
         # and it lives while any view does (see the module notes).
         if self.spare:
-            _fill(buffer, flags, self, self.base + self._len, self._cap - self._len, False)
+            _fill(buffer, flags, self, self.base + self._hi, self._cap - self._hi, False)
         else:
-            _fill(buffer, flags, self, self.base + self._pos, self._len - self._pos, False)
+            _fill(buffer, flags, self, self.base + self._lo, self._hi - self._lo, False)
         iob_inc(cython.address(self._exports))
         if self.raw == cython.NULL and not self.quiet:
             self.exported = True  # untracked memory: try_into_mut refuses it from now on
@@ -1491,7 +1491,7 @@ class IoBufMut:
             self.pins = None  # the memory they kept is unreachable now
 
     def __bytes__(self) -> bytes:
-        return PyBytes_FromStringAndSize(self.base + self._pos, self._len - self._pos)
+        return PyBytes_FromStringAndSize(self.base + self._lo, self._hi - self._lo)
 
     def __eq__(self, other) -> bool:
         return _equal(self, other)
@@ -1776,8 +1776,8 @@ class IoBuf:
             m.base = self.blk.ptr
             m._cap = self.blk.size
             m.grow = self.blk.grow
-        m._pos = self._lo
-        m._len = self._hi
+        m._lo = self._lo
+        m._hi = self._hi
         self._set_detached()
         return m
 
@@ -1911,13 +1911,13 @@ def _empty_iobuf() -> IoBuf:
 def split_filled(buf: IoBufMut) -> IoBuf:
     """Split ``buf``'s readable bytes off as an IoBuf sharing its memory; ``buf``
     keeps its spare capacity and stays writable past them."""
-    start: cython.Py_ssize_t = buf._pos
-    end: cython.Py_ssize_t = buf._len
+    start: cython.Py_ssize_t = buf._lo
+    end: cython.Py_ssize_t = buf._hi
     if start == end:
         return new_iobuf(_EMPTY, 0, 0)
     blk: Block = buf.share()
     out: IoBuf = new_iobuf(blk, start, end)
-    buf._pos = end
+    buf._lo = end
     return out
 
 
@@ -1928,26 +1928,26 @@ def commit_received(buf: IoBufMut, n, chunks) -> bool:
     extending the last chunk in place when it ends where they start. True
     when ``buf`` has no spare capacity left."""
     count: cython.Py_ssize_t = _nonneg("n", n)
-    if count > buf._cap - buf._len:
+    if count > buf._cap - buf._hi:
         raise ValueError(  # as advance_mut's (the pure core's commit is advance_mut)
             f"cannot advance past end of buffer: advance_mut({count}) with "
-            f"{buf._cap - buf._len} bytes of spare capacity"
+            f"{buf._cap - buf._hi} bytes of spare capacity"
         )
     if count:
-        buf._len += count
+        buf._hi += count
         blk: Block = buf.share()
-        start: cython.Py_ssize_t = buf._pos
-        end: cython.Py_ssize_t = buf._len
+        start: cython.Py_ssize_t = buf._lo
+        end: cython.Py_ssize_t = buf._hi
         last: IoBuf
         if chunks:
             last = chunks[len(chunks) - 1]  # (wraparound is off: no negative indices)
             if last.blk is blk and blk.lease and last._hi == start:
                 last._hi = end
-                buf._pos = end
-                return buf._len == buf._cap
+                buf._lo = end
+                return buf._hi == buf._cap
         chunks.append(new_iobuf(blk, start, end))
-        buf._pos = end
-    return buf._len == buf._cap
+        buf._lo = end
+    return buf._hi == buf._cap
 
 
 def take_front(chunks, n, copy_max: cython.Py_ssize_t):
