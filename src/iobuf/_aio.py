@@ -117,12 +117,12 @@ class PooledReader(asyncio.BufferedProtocol):
     Use it through :func:`open_connection`/:func:`start_server`, or pass
     ``lambda: PooledReader(pool)`` to ``loop.create_connection``. Reads return
     :class:`~iobuf.IoBuf` objects: up to ``copy_max`` bytes (64 KiB) a copy
-    of their own size, larger ones views of the pooled receive buffer (drop
-    them, or keep ``view.compact()``, to give the buffer back).
+    of their own size, larger ones views of the receive buffer they arrived
+    in (drop them, or keep ``view.compact()``, to give the buffer back).
 
     ``chunk_size`` is the largest receive buffer (256 KiB, capped at the
     pool's largest class); ``high_water`` the unread bytes above which reading
-    pauses (16 receive buffers); ``limit`` as ``asyncio.StreamReader``'s.
+    pauses (``16 * chunk_size``); ``limit`` as ``asyncio.StreamReader``'s.
     """
 
     def __init__(
@@ -188,10 +188,11 @@ class PooledReader(asyncio.BufferedProtocol):
 
     @property
     def copied_bytes(self) -> int:
-        """Bytes that reads had to copy because they straddled receive buffers.
+        """Bytes copied because they straddled receive buffers: by reads, and
+        into the buffer a waiting large ``readexactly`` receives its frame in.
 
-        Not counted: reads of at most ``copy_max`` bytes, which are always
-        copied out (by design, so that they pin no receive buffer).
+        Not counted: reads of at most ``copy_max`` bytes from one receive
+        buffer, which are copied out by design (so that they pin no receive buffer).
         """
         return self._copied
 
@@ -222,7 +223,8 @@ class PooledReader(asyncio.BufferedProtocol):
 
     @property
     def starved(self) -> bool:
-        """Whether reading is paused because the pool had no buffer to receive into."""
+        """Whether the pool had no buffer to receive into (and has not served one
+        since); reading pauses for it unless a read waits for more than is buffered."""
         return self._starved
 
     def at_eof(self) -> bool:
@@ -277,9 +279,10 @@ class PooledReader(asyncio.BufferedProtocol):
         want = self._want
         guess = self._guess
         if self._whole and chain._len < want <= FRAME_MAX:
-            # One buffer for the whole frame: from the heap (calloc'd, so its
-            # pages cost memory only as bytes arrive) when the pool's classes
-            # are too small for it.
+            # One buffer for the whole frame: from the heap when the pool's
+            # classes are too small for it (the compiled core callocs it, so
+            # its pages cost memory only as bytes arrive; the pure core's
+            # bytearray is zeroed, every page, up front).
             fresh = self._next_buffer(max(want, guess))
             if chain._len and fresh.capacity >= want:  # (not a starved reader's small stand-in)
                 for view in front_views(chain._chunks, chain._len):
@@ -400,7 +403,10 @@ class PooledReader(asyncio.BufferedProtocol):
     async def read(self, n: int = -1) -> IoBuf:
         """Up to ``n`` bytes (at least one unless the stream ended; empty at EOF).
 
-        ``n < 0`` reads until EOF. Zero-copy for bytes within one buffer.
+        Only from the first receive buffer: up to ``copy_max`` bytes a copy,
+        more a view of it. ``n < 0`` reads until EOF: one receive buffer's
+        bytes as a view of it (whatever their size), several copied into one
+        buffer of the pool.
         """
         if not isinstance(n, int) or isinstance(n, bool):
             raise TypeError(f"n must be an int, not {type(n).__name__}")
@@ -635,8 +641,9 @@ class PooledReader(asyncio.BufferedProtocol):
             self._update_pause()
 
     def _next_buffer(self, size: int) -> IoBufMut:
-        """A receive buffer of at least ``size`` bytes; a heap buffer (and starvation)
-        when the pool cannot serve one."""
+        """A receive buffer of at least ``size`` bytes, from the heap when the pool
+        cannot serve one; an exhausted class instead starves the reader and
+        gets a heap buffer of at most ``chunk_size``."""
         try:
             fresh = self._pool.try_alloc(size)
         except (Oversized, PoolClosed):

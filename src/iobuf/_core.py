@@ -193,7 +193,7 @@ class SizeClass:
         if not self.closed:  # no memory for the list: free them, and their creation slots
             iob_write(cython.address(self._created), self._created - n)
         iob_unlock(cython.address(self.node))
-        # Closed: freed, never parked (``created`` keeps counting them, as the pure core does).
+        # Freed, never parked; a closed class's ``created`` keeps counting them, as the pure core's does.
         for i in range(n):
             iob_mem_free(items[i], self.size)
 
@@ -615,7 +615,13 @@ class PoolCore:
             _close_state(old)
 
     def try_alloc(self, capacity) -> IoBufMut:
-        """A pooled buffer with ``len == 0`` and ``capacity`` = the class size."""
+        """A pooled buffer with ``len == 0`` and ``capacity`` = the class size.
+
+        Raises :class:`~iobuf.Oversized` above ``max_size`` and
+        :class:`~iobuf.Exhausted` when the class is at ``max_per_class`` with
+        nothing free. Requests below ``pool_min_size`` bypass the pool: an
+        untracked aligned buffer of capacity ``max(capacity, 1)``.
+        """
         return _request(self, capacity, False, False)
 
     def alloc(self, capacity) -> IoBufMut:
@@ -1447,7 +1453,9 @@ class IoBufMut:
 
     def release(self) -> None:
         """Give the memory back now, in the calling thread, and leave this buffer
-        empty and detached. ``BufferError`` while a memoryview or array of it is alive."""
+        empty and detached. For pooled memory, ``BufferError`` (nothing changes)
+        while a memoryview or array of it is alive; memory shared with IoBufs,
+        or untracked, is only let go of (its holders and views keep it)."""
         p: cython.p_void
         ex: cython.Py_ssize_t
         if self.raw != cython.NULL:
@@ -1541,7 +1549,7 @@ def new_iobuf(blk: Block, start: cython.Py_ssize_t, end: cython.Py_ssize_t) -> I
 @cython.freelist(64)
 @cython.cclass
 class IoBuf:
-    """An immutable view of bytes; cheap to clone and slice, never copying."""
+    """An immutable view of bytes; cheap to clone and slice (neither copies)."""
 
     def __cinit__(self):
         self.blk = _EMPTY

@@ -150,8 +150,8 @@ def _slice_window(mv: memoryview, start: int, end: int) -> memoryview:
     return mv[start:end]
 
 
-# Non-hot paths call _window; the hot readers (_read_view, __bytes__, __eq__)
-# are defined per build in the class bodies, so GIL builds pay no extra call.
+# Non-hot paths call _window; the hot readers (_read_view, __bytes__) are
+# defined per build in the class bodies, so GIL builds pay no extra call.
 _window = _fresh_window if FREE_THREADED else _slice_window
 
 
@@ -627,8 +627,9 @@ class IoBufMut(_Readable):
     def address(self) -> int:
         """Address of the first readable byte (0 when the buffer has no memory).
 
-        The base is aligned to the pool's or the requested alignment; after
-        :meth:`advance` the address moves with the read cursor.
+        A pooled or aligned buffer's base is aligned to the pool's or the
+        requested alignment (a heap buffer's is not); after :meth:`advance`
+        the address moves with the read cursor.
         """
         mv = self._mv
         if len(mv) == 0:
@@ -835,8 +836,9 @@ class IoBufMut(_Readable):
 
         A pooled buffer goes back to the calling thread's cache at once, even
         from a reference cycle or on a free-threaded build, where a plain drop
-        may be finalized later or in another thread. Raises ``BufferError``, and
-        changes nothing, while a memoryview or array of the buffer is alive. If
+        may be finalized later or in another thread. For pooled memory it raises
+        ``BufferError``, and changes nothing, while a memoryview or array of the
+        buffer is alive (untracked memory is let go, and the view keeps it). If
         IoBufs share the memory (after :meth:`copy_to_bytes`), this buffer only
         lets go of its share: the memory returns with the last of them. A second
         call does nothing. ``with pool.alloc(n) as buf:`` releases on exit.
@@ -1004,7 +1006,7 @@ class IoBufMut(_Readable):
 
 
 class IoBuf(_Readable):
-    """An immutable view of bytes; cheap to clone and slice, never copying.
+    """An immutable view of bytes; cheap to clone and slice (neither copies).
 
     ``IoBuf(data)`` wraps ``bytes`` without copying and copies any other
     bytes-like object. Views of pooled memory keep it out of the pool until
