@@ -293,6 +293,24 @@ def test_kept_small_values_pin_no_receive_buffer(run: Callable[[Awaitable[Any]],
     assert in_use(pool) == 0
 
 
+def test_read_to_eof_copies_a_small_rest_and_views_a_large_one(run: Callable[[Awaitable[Any]], Any]) -> None:
+    """``read()`` (to EOF) follows the rule of every read: a rest of at most
+    ``copy_max`` bytes comes back as a copy that pins no receive buffer, a larger
+    one received into one buffer as a view of it."""
+
+    async def main(size: int) -> IoBuf:
+        async with on_socketpair(pool, copy_max=1000) as (reader, peer):
+            peer.send(b"x" * size)
+            peer.shutdown(socket.SHUT_WR)
+            return await asyncio.wait_for(reader.read(), 10)
+
+    pool = network_pool()
+    small = run(main(5))
+    assert small == b"xxxxx" and not small.is_pooled
+    large = run(main(5000))
+    assert large == b"x" * 5000 and large.is_pooled
+
+
 def test_an_idle_connection_holds_no_large_receive_buffer(run: Callable[[Awaitable[Any]], Any]) -> None:
     """Request/response over one connection: while the reader waits for the next
     request, having read everything, it holds no receive buffer larger than

@@ -418,7 +418,10 @@ class PooledReader(asyncio.BufferedProtocol):
                 await self._wait(len(self._chain) + 1)
             self._raise_pending()
             chain = self._chain
-            out = chain.coalesce_with_pool(self._pool)  # first: it may raise (a closed pool)
+            if chain._len <= self._copy_max:  # small: a copy of its own size, as every read
+                out = IoBuf(bytes(chain))
+            else:
+                out = chain.coalesce_with_pool(self._pool)  # first: it may raise (a closed pool)
             if chain.chunk_count > 1:
                 self._copied += len(chain)
             chain.advance(len(chain))

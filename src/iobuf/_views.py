@@ -1295,8 +1295,8 @@ class IoBuf(_Readable):
         if not needle:
             return a
         finder = _finder(needle) if len(needle) <= 64 else re.compile(re.escape(needle))
-        match = finder.search(self._mv, base + a, base + b)
-        return -1 if match is None else match.start() - base
+        match = finder.search(_window(self._mv, base + a, base + b))
+        return -1 if match is None else match.start() + a
 
     def compact(self) -> IoBuf:
         """These bytes in memory of exactly their size: ``self`` when the view
@@ -1315,7 +1315,7 @@ class IoBuf(_Readable):
             return _empty_iobuf()
         if start == 0 and end == self._mv.nbytes:
             return self
-        data = bytes(self._mv[start:end])
+        data = bytes(_window(self._mv, start, end))
         return _iobuf(memoryview(data), 0, len(data), None)
 
     # -- Python protocols ---------------------------------------------------------------
@@ -1443,7 +1443,7 @@ def take_front(chunks: deque[IoBuf], n: int, copy_max: int) -> IoBuf | None:
     if n > avail:
         return None
     if n <= copy_max:
-        data = bytes(first._mv[start : start + n])
+        data = bytes(_window(first._mv, start, start + n))
         out = _iobuf(memoryview(data), 0, n, None)
     else:
         out = _iobuf(first._mv, start, start + n, first._own)
