@@ -218,7 +218,9 @@ class SizeClass:
     @cython.cfunc
     @cython.exceptval(check=False)
     def trim(self, extra: cython.pp_void, n_extra: cython.Py_ssize_t, keep: cython.Py_ssize_t) -> cython.Py_ssize_t:
-        """Free the shared buffers and ``extra`` (a thread cache's) beyond ``keep``; how many were freed."""
+        """Free the shared buffers and ``extra`` (a thread cache's) beyond ``keep``; how
+        many were freed, or -1 when it took nothing (closed, or out of memory): then
+        ``extra`` is still the caller's."""
         doomed: cython.pp_void
         total: cython.Py_ssize_t
         nd: cython.Py_ssize_t = 0
@@ -226,12 +228,12 @@ class SizeClass:
         iob_lock(cython.address(self.node))
         if self.closed:
             iob_unlock(cython.address(self.node))
-            return 0
+            return -1
         total = self.n_free + n_extra
         doomed = cython.cast(cython.pp_void, malloc((total if total > 0 else 1) * cython.sizeof(cython.p_void)))
         if doomed == cython.NULL:
             iob_unlock(cython.address(self.node))
-            return 0
+            return -1
         for i in range(n_extra):
             doomed[nd] = extra[n_extra - 1 - i]  # the most recent first, as take_last
             nd += 1
@@ -718,9 +720,12 @@ class PoolCore:
                 n = f.counts[i]
                 f.counts[i] = 0
                 freed = cls.trim(f.items[i], n, k)
+                if freed < 0:  # not taken (a close since the check above, or no memory): still cached
+                    f.counts[i] = n
             else:
                 freed = cls.trim(cython.NULL, 0, k)
-            total += freed * cls.size
+            if freed > 0:
+                total += freed * cls.size
         return total
 
     def _core_close(self) -> None:
