@@ -9,13 +9,13 @@ Usage::
                                # (about 2 minutes; --e2e --quick: 64 MiB each, 1 round)
     python -m bench --ops      # cost of scrub_on_return and track_allocations per size,
                                # and RSS around a 256 MiB burst and trim() (about 30 s)
-    python -m bench --kv --instructions  # the same servers' instructions per request under
-                               # callgrind (deterministic on a shared machine; about 15 minutes)
     python -m bench --kv       # request/response: a key-value server on StreamReader and on
                                # PooledReader, driven by redis-benchmark (installed from
                                # Debian's redis-tools if missing), asyncio and uvloop, 4 value
-                               # sizes, pipelined and not; RSS after (about 10 minutes; --kv --quick:
-                               # 1 round, about 4 minutes)
+                               # sizes, pipelined and not; RSS after (2-7 minutes; --kv --quick:
+                               # 1 round)
+    python -m bench --kv --instructions  # the same servers' instructions per request under
+                               # callgrind (repeatable on a shared machine; about 20 minutes)
     python -m bench --core     # the core's targets (issue 13) against bytearray, numpy.empty
                                # and memoryview slicing, in one process (about 1 minute)
     python -m bench --scaling  # two threads vs one vs two processes, 64 KiB allocate+drop,
