@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Callable, Coroutine, Iterator
+from types import ModuleType
 from typing import Any, TypeVar
 
 import pytest
@@ -14,6 +15,7 @@ from iobuf import IMPLEMENTATION, flush_thread_cache
 
 T = TypeVar("T")
 
+uvloop: ModuleType | None
 try:
     import uvloop
 except ImportError:  # pragma: no cover - uvloop is in the dev extras
@@ -42,7 +44,8 @@ def run(request: pytest.FixtureRequest) -> Callable[[Coroutine[Any, Any, T]], T]
     """Runs a coroutine on a fresh loop of the parametrized kind."""
     if request.param == "uvloop":
         assert uvloop is not None
-        return uvloop.run  # type: ignore[no-any-return]
+        runner: Callable[[Coroutine[Any, Any, T]], T] = uvloop.run
+        return runner
     return asyncio.run
 
 

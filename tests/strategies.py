@@ -39,6 +39,11 @@ def payloads(max_size: int) -> st.SearchStrategy[bytes]:
     return st.binary(min_size=1, max_size=max_size)
 
 
+def _as_memoryview(data: bytes) -> memoryview:
+    """``data`` as a memoryview (``memoryview`` itself is generic, which ``map`` cannot type)."""
+    return memoryview(data)
+
+
 def mistaken_arguments() -> st.SearchStrategy[list[Any]]:
     """Argument lists of anything a caller might pass by mistake, at the edges of
     every range (``test_input_sweep``): ints around 0, 2**31, 2**63 and beyond,
@@ -55,7 +60,7 @@ def mistaken_arguments() -> st.SearchStrategy[list[Any]]:
         st.text(max_size=4),
         st.binary(max_size=64),
         st.binary(max_size=64).map(bytearray),
-        st.binary(max_size=64).map(memoryview),
+        st.binary(max_size=64).map(_as_memoryview),
         st.binary(max_size=64).map(IoBuf),
         st.binary(max_size=64).map(IoBufMut),
         st.lists(st.binary(max_size=8), max_size=3),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -245,10 +246,11 @@ def test_readers_check_the_pool_type() -> None:
 
     a, b = socket.socketpair()
     with a, b:
-        for call in (
+        calls: list[Callable[[], object]] = [
             lambda: recv_into_pool(a, None, 1),  # type: ignore[arg-type]
             lambda: recv_exactly(a, "pool", 1),  # type: ignore[arg-type]
             lambda: pread_into_pool(a.fileno(), object(), 1, 0),  # type: ignore[arg-type]
-        ):
+        ]
+        for call in calls:
             with pytest.raises(TypeError, match="pool must be a BufferPool"):
                 call()

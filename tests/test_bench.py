@@ -380,7 +380,7 @@ def test_kv_server_answers_set_get_and_config(run: Callable[[Any], Any], kind: s
     CONFIG GET, and an unknown command, over a real socket, answered in order."""
     from bench import _kv
 
-    async def main() -> bytes:
+    async def main() -> bool:
         store: dict[bytes, Any] = {}
 
         async def on_connect(reader: Any, writer: Any) -> None:

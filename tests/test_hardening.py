@@ -258,6 +258,6 @@ def test_an_overriding_try_alloc_returning_none_is_never_read_as_a_buffer(method
     with pytest.raises(AttributeError, match="'NoneType' object has no attribute 'set_len'"):
         getattr(pool, method)(10)
     try:
-        pool._core_track(None, [])  # the tracking hook: ignored, or refused, never read
+        pool._core_track(None, [])  # type: ignore[arg-type]  # the tracking hook: ignored, or refused, never read
     except AttributeError:
         pass

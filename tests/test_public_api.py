@@ -11,6 +11,9 @@ import pytest
 
 import iobuf
 
+#: pydoc's plain-text renderer (``pydoc.plaintext``, which typeshed does not list).
+PLAIN_TEXT: pydoc.TextDoc = pydoc.plaintext  # type: ignore[attr-defined]
+
 SPEC_NAMES = {
     "BufferPool",
     "BufferPoolConfig",
@@ -71,7 +74,7 @@ def test_exceptions_go_by_their_public_name(error: type[iobuf.PoolError]) -> Non
     assert repr(exc) == f"{error.__name__}('why')"
     shown = traceback.format_exception(exc)
     assert shown[-1] == f"iobuf.{error.__name__}: why\n"
-    assert f"class {error.__name__}(" in pydoc.render_doc(error, renderer=pydoc.plaintext)
+    assert f"class {error.__name__}(" in pydoc.render_doc(error, renderer=PLAIN_TEXT)
     back = pickle.loads(pickle.dumps(exc))
     assert type(back) is error
     assert str(back) == "why"
@@ -85,7 +88,7 @@ def test_try_alloc_goes_by_its_public_name() -> None:
     method = iobuf.BufferPool.try_alloc
     assert method.__name__ == "try_alloc"
     assert method.__qualname__.endswith(".try_alloc")
-    assert pydoc.render_doc(method, renderer=pydoc.plaintext).splitlines()[2].startswith("try_alloc(")
+    assert pydoc.render_doc(method, renderer=PLAIN_TEXT).splitlines()[2].startswith("try_alloc(")
     with (
         iobuf.BufferPool(iobuf.BufferPoolConfig.for_network()) as pool,
         pytest.raises(iobuf.Oversized) as raised,

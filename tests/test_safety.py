@@ -685,9 +685,8 @@ def test_comparing_reads_the_buffer_only_after_converting_the_other_side(kind: s
     or releases the buffer meanwhile cannot make the comparison read freed memory
     (the compiled core read the old address: a crash on a 64 MiB heap buffer)."""
     n = 64 << 20
-    buf: IoBuf | IoBufMut = IoBufMut.zeroed(n)
-    if kind == "IoBuf":
-        buf = buf.freeze()
+    mut = IoBufMut.zeroed(n)
+    buf: IoBuf | IoBufMut = mut.freeze() if kind == "IoBuf" else mut
     other = bytearray(n)
 
     class Mover:

@@ -8,6 +8,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from typing import cast
 
 import pytest
 
@@ -252,7 +253,7 @@ def test_buffers_return_to_the_cache_of_the_thread_that_finalizes_them() -> None
             del item
         return local_len(pool, PAGE), shared_len(pool, PAGE)
 
-    in_receiver_cache, shared_then = run_in_thread(receiver)  # type: ignore[misc]
+    in_receiver_cache, shared_then = cast(tuple[int, int], run_in_thread(receiver))
     gc.collect()  # free-threaded: run any deallocation still deferred to this thread
     stats = class_stats(pool, PAGE)
     assert stats.created == 50
@@ -503,7 +504,12 @@ def test_a_buffer_lands_in_exactly_one_place_whoever_drops_it(how: str) -> None:
         box.get()
 
     if how == "allocating thread":
-        run_in_thread(lambda: (allocate(), take_and_drop()))
+
+        def both() -> None:
+            allocate()
+            take_and_drop()
+
+        run_in_thread(both)
     elif how == "other thread":
         allocate()  # the main thread's facet, dropped in a worker
         run_in_thread(take_and_drop)
@@ -683,7 +689,7 @@ def _collect_inside(pool: BufferPool, operation: str, garbage: int, spacers: int
     last = bufs.pop()
     for _ in range(capacity if operation == "spill" else capacity // 2):
         bufs.pop()
-    spacer = [[] for _ in range(spacers)]
+    spacer: list[list[object]] = [[] for _ in range(spacers)]
     old = gc.get_threshold()
     gc.set_threshold(threshold)
     try:

@@ -112,7 +112,11 @@ def test_direct_round_trip_through_every_write_path(pool: BufferPool, direct_dir
         big = pattern(STAGE_BYTES * 2 + 3 * PAGE, 2)
         assert f.write_at(4 * PAGE, big) == len(big)
         # 3. A chain of unaligned pieces that add up to whole blocks.
-        pieces = [b"a" * 100, IoBuf(b"b" * (PAGE - 100)), bytearray(b"c" * (2 * PAGE))]
+        pieces: list[bytes | IoBuf | bytearray] = [
+            b"a" * 100,
+            IoBuf(b"b" * (PAGE - 100)),
+            bytearray(b"c" * (2 * PAGE)),
+        ]
         tail_at = 4 * PAGE + len(big)
         assert f.write_at(tail_at, IoBufs(pieces)) == 3 * PAGE
         # 4. A memoryview that starts one byte past an aligned address.

@@ -190,7 +190,7 @@ def test_clone_shares_memory_with_its_own_cursor() -> None:
     c = b.clone()
     d = copy.copy(b)
     c.advance(2)
-    assert (b, c, d) == (b"abcdef", b"cdef", b"abcdef")
+    assert (bytes(b), bytes(c), bytes(d)) == (b"abcdef", b"cdef", b"abcdef")
     assert c.address == b.address + 2
     deep = copy.deepcopy(b)
     assert deep == b and deep.address != b.address
@@ -389,7 +389,7 @@ def test_buffer_protocol_views_pin_the_buffer() -> None:
     """A view or numpy array taken through __buffer__ keeps the memory out of the pool."""
     pool, buf = pooled(b"pinned")
     frozen = buf.freeze()
-    arr = np.frombuffer(frozen, dtype=np.uint8)
+    arr = np.frombuffer(frozen, dtype=np.uint8)  # type: ignore[call-overload]  # IoBuf: a buffer at run time
     view = memoryview(frozen)
     del frozen
     assert allocated(pool, 64) == 1

@@ -1998,7 +1998,9 @@ def take_front(chunks, n, copy_max: cython.Py_ssize_t):
 def sendable(buf: IoBuf):
     """What a transport is handed for ``buf``: the ``bytes`` object it wraps
     whole (no view to make, and bytes are what transports take fastest), else
-    a read-only memoryview of its bytes."""
+    a read-only memoryview of its bytes (``b""`` when empty, as on the pure core)."""
+    if buf._hi == buf._lo:
+        return b""
     keep = buf.blk.keep
     if type(keep) is bytes and buf._lo == 0 and buf._hi == PyBytes_GET_SIZE(keep):
         return keep

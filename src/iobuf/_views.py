@@ -1457,7 +1457,9 @@ def take_front(chunks: deque[IoBuf], n: int, copy_max: int) -> IoBuf | None:
 def sendable(buf: IoBuf) -> bytes | memoryview:
     """What a transport is handed for ``buf``: the ``bytes`` object it wraps
     whole (no view to make, and bytes are what transports take fastest), else
-    a read-only memoryview of its bytes."""
+    a read-only memoryview of its bytes (``b""`` when empty)."""
+    if buf._start == buf._end:
+        return b""
     if buf._own is None:
         obj = buf._mv.obj
         if type(obj) is bytes and buf._start == 0 and buf._end == len(obj):
