@@ -41,7 +41,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import iobuf
@@ -383,6 +383,18 @@ def run_instructions(sizes: list[tuple[int, int, int]], log: Callable[[str], Non
     return {"instructions": cells, "clients": CLIENTS}
 
 
+def _pairs(
+    cells: dict[str, dict[str, Any]],
+) -> Iterator[tuple[str, str, int, str, dict[str, Any], dict[str, Any]]]:
+    """Each StreamReader cell with its iobuf peer on the same loop: (key, loop, value
+    size, pipeline, StreamReader's cell, iobuf's cell)."""
+    for key, peer in cells.items():
+        kind, size, pipeline = key.split("|")
+        ours = cells.get(key.replace("streamreader", "iobuf"))
+        if kind.startswith("streamreader") and ours is not None:
+            yield key, "uvloop" if kind.endswith("+uvloop") else "asyncio", int(size), pipeline, peer, ours
+
+
 def render_instructions(result: dict[str, Any]) -> str:
     cells = result["instructions"]
     lines = [
@@ -393,13 +405,8 @@ def render_instructions(result: dict[str, Any]) -> str:
         "| GET streamreader | GET iobuf | GET ratio |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for key, peer in cells.items():
-        kind, size, pipeline = key.split("|")
-        ours = cells.get(key.replace("streamreader", "iobuf"))
-        if not kind.startswith("streamreader") or ours is None:
-            continue
-        loop = "uvloop" if kind.endswith("+uvloop") else "asyncio"
-        row = [loop, _size(int(size)), pipeline]
+    for _, loop, size, pipeline, peer, ours in _pairs(cells):
+        row = [loop, _size(size), pipeline]
         for metric in ("set", "get"):
             row += [f"{peer[metric]:.0f}", f"{ours[metric]:.0f}", f"{peer[metric] / ours[metric]:.2f}"]
         lines.append("| " + " | ".join(map(str, row)) + " |")
@@ -422,15 +429,10 @@ def render(result: dict[str, Any]) -> str:
         "| loop | value | pipeline | SET ratio | GET ratio | streamreader SET/s | RSS iobuf / streamreader |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for key, peer in cells.items():
-        kind, size, pipeline = key.split("|")
-        ours = cells.get(key.replace("streamreader", "iobuf"))
-        if not kind.startswith("streamreader") or ours is None:
-            continue
-        loop = "uvloop" if kind.endswith("+uvloop") else "asyncio"
+    for key, loop, size, pipeline, peer, ours in _pairs(cells):
         ratio = {m: _spread(paired_ratios(result, key, m)) for m in ("set", "get")}
         lines.append(
-            f"| {loop} | {_size(int(size))} | {pipeline} | {ratio['set']} | {ratio['get']} | "
+            f"| {loop} | {_size(size)} | {pipeline} | {ratio['set']} | {ratio['get']} | "
             f"{peer['set']:.0f} | {ours['rss_kib'] / 1024:.0f} / {peer['rss_kib'] / 1024:.0f} MiB |"
         )
     return "\n".join(lines)
