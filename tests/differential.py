@@ -124,7 +124,9 @@ def _step(pool: BufferPool, live: list[Any], op: list[Any]) -> Any:
         if not isinstance(obj, IoBufMut):
             return "n/a"
         last = live[rest[1] % len(live)]
-        chunks = deque([last]) if isinstance(last, IoBuf) and last else deque()
+        # A clone: the chunks are the caller's alone (the compiled core extends the
+        # last one in place, the pure core replaces it), as the reader's chain keeps them.
+        chunks = deque([last.clone()]) if isinstance(last, IoBuf) and last else deque()
         full = commit_received(obj, rest[0], chunks)
         live.extend(chunks)
         return [full, [_describe(c) for c in chunks], _describe(obj)]

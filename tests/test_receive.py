@@ -293,6 +293,32 @@ def test_kept_small_values_pin_no_receive_buffer(run: Callable[[Awaitable[Any]],
     assert in_use(pool) == 0
 
 
+def test_a_chain_taken_whole_is_not_extended_by_later_receives(run: Callable[[Awaitable[Any]], Any]) -> None:
+    """``readexactly_chain`` of everything buffered hands over the chunks themselves;
+    bytes received next into the same receive buffer (adjacent to the last chunk,
+    which the compiled core's commit extends in place) must not grow what was
+    handed over."""
+
+    async def main() -> None:
+        async def buffered(n: int) -> None:  # received, with no read waiting (none lets go of the buffer)
+            while reader.buffered < n:
+                await asyncio.sleep(0)
+
+        async with on_socketpair(network_pool()) as (reader, peer):
+            peer.send(b"abc")
+            await asyncio.wait_for(buffered(3), 10)
+            first = await reader.readexactly_chain(3)
+            peer.send(b"def")
+            await asyncio.wait_for(buffered(3), 10)
+            (handed,) = first._chunks
+            (chunk,) = reader._chain._chunks
+            assert chunk.address == handed.address + 3  # the same receive buffer, adjacent
+            assert bytes(first) == b"abc" and len(first) == 3
+            assert await reader.readexactly(3) == b"def"
+
+    run(main())
+
+
 def test_read_to_eof_copies_a_small_rest_and_views_a_large_one(run: Callable[[Awaitable[Any]], Any]) -> None:
     """``read()`` (to EOF) follows the rule of every read: a rest of at most
     ``copy_max`` bytes comes back as a copy that pins no receive buffer, a larger
