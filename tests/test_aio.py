@@ -9,6 +9,7 @@ nothing observable marks: see :func:`poll_until` and :data:`RETRY_SPAN`.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
 import gc
@@ -697,6 +698,84 @@ def test_writer_sends_every_kind_of_buffer(run: Callable[[Awaitable[Any]], Any])
         return received[:5029]
 
     assert run(main()) == b"p" * 5000 + b"chain-of-three|mut|abcdefview"
+
+
+def test_writelines_keeps_order_through_partial_sends(run: Callable[[Awaitable[Any]], Any]) -> None:
+    """writelines and write, mixed, with pieces larger than the socket takes at once
+    (so some go out in part and the rest waits in the transport): the peer
+    receives every byte in the order written, whatever the item's kind."""
+    pool = network_pool()
+    rng = random.Random(14)
+
+    async def main() -> None:
+        async with pooled_pair(pool) as (_, writer, peer_reader, _):
+            writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 16)
+            sent: list[bytes] = []
+            for i in range(40):
+                pieces = [
+                    rng.randbytes(rng.choice((1, 700, 30_000, 150_000))) for _ in range(rng.randrange(1, 5))
+                ]
+                items: list[Any] = [
+                    (IoBuf, bytes, bytearray, memoryview, lambda b: array.array("B", b))[j % 5](piece)
+                    for j, piece in enumerate(pieces)
+                ]
+                if i % 3:
+                    writer.writelines(items)
+                else:
+                    for item in items:
+                        writer.write(item)
+                sent += pieces
+                if i % 10 == 9:  # the peer catches up now and then: the transport empties
+                    expected = b"".join(sent)
+                    got = await asyncio.wait_for(peer_reader.readexactly(len(expected)), TIMEOUT)
+                    assert got == expected
+                    sent.clear()
+            await asyncio.wait_for(writer.drain(), TIMEOUT)
+
+    run(main())
+
+
+def test_writelines_after_write_eof_raises_as_the_transport_does(
+    run: Callable[[Awaitable[Any]], Any],
+) -> None:
+    """A writelines after write_eof raises the transport's RuntimeError and sends nothing."""
+
+    async def main() -> None:
+        async with pooled_pair(network_pool()) as (_, writer, peer_reader, _):
+            writer.writelines([b"last", IoBuf(b" words")])
+            writer.write_eof()
+            with pytest.raises(RuntimeError):
+                writer.writelines([b"more", IoBuf(b"!")])
+            assert await asyncio.wait_for(peer_reader.read(), TIMEOUT) == b"last words"
+
+    run(main())
+
+
+def test_writelines_joins_nothing_on_the_selector_transport() -> None:
+    """On asyncio's own socket transport, writelines sends large pieces without first
+    joining them (3.11's transport would copy them all into one bytes object): the
+    memory it allocates is at most what the socket did not take."""
+    import tracemalloc
+
+    big = random.Random(3).randbytes(1 << 20)
+
+    async def main() -> tuple[int, int]:
+        async with pooled_pair(network_pool()) as (_, writer, peer_reader, _):
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+            tracemalloc.start()
+            try:
+                writer.writelines([b"head", memoryview(big), IoBuf(b"tail")])
+                _, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+            unsent = writer.transport.get_write_buffer_size()
+            got = await asyncio.wait_for(peer_reader.readexactly(len(big) + 8), TIMEOUT)
+            assert got == b"head" + big + b"tail"
+            return peak, unsent
+
+    peak, unsent = asyncio.run(main())
+    assert peak <= unsent + (64 << 10), (peak, unsent)
 
 
 def test_a_reset_connection_raises_in_readers_and_drain(run: Callable[[Awaitable[Any]], Any]) -> None:

@@ -71,7 +71,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import re
+import sys
+from asyncio import selector_events
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final, cast
@@ -109,6 +112,14 @@ _SEPARATOR_NOT_FOUND: Final = "Separator is not found, and chunk exceed the limi
 _SEPARATOR_TOO_FAR: Final = "Separator is found, but chunk is longer than limit"
 
 ClientConnected = Callable[["PooledReader", "PooledWriter"], "Awaitable[None] | None"]
+
+#: Whether asyncio's selector transport joins ``writelines``' pieces into one
+#: copy (before 3.12; from 3.12 it sends them with ``sendmsg`` itself).
+_JOINS: Final = sys.version_info < (3, 12)
+#: The most pieces one ``sendmsg`` takes (more go through the transport).
+_IOV_MAX: Final = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16
+#: asyncio's plain socket transport (typeshed does not declare the private class).
+_SELECTOR_SOCKET: Final[type] = getattr(selector_events, "_SelectorSocketTransport")  # noqa: B009
 
 
 class PooledReader(asyncio.BufferedProtocol):
@@ -759,6 +770,46 @@ def _finder(sep: bytes) -> re.Pattern[bytes]:
     return re.compile(re.escape(sep))
 
 
+def _gather_send(transport: Any, views: list[Any]) -> None:
+    """``transport.writelines(views)`` without 3.11's join: when the transport
+    holds nothing unsent, the pieces go out in one ``sendmsg`` and only what
+    the socket did not take is handed to the transport (which copies it, as it
+    copies any unsent rest).
+
+    Only for 3.11's plain ``_SelectorSocketTransport`` (never TLS, whose
+    transport is another type), through the private state its ``write``
+    checks first: anything unsent, ``write_eof``, a ``sendfile`` under way or a
+    lost connection sends everything through the transport, in order. An
+    error from ``sendmsg`` also does, so the transport meets it and reports it
+    as it reports its own.
+    """
+    if (
+        transport._buffer
+        or transport._eof
+        or transport._empty_waiter is not None
+        or transport._conn_lost
+        or len(views) > _IOV_MAX
+    ):
+        transport.writelines(views)
+        return
+    try:
+        sent = transport._sock.sendmsg(views)
+    except (BlockingIOError, InterruptedError):
+        sent = 0
+    except OSError:
+        transport.writelines(views)
+        return
+    for i, view in enumerate(views):
+        size = len(view) if type(view) is bytes else memoryview(view).nbytes
+        if sent < size:
+            rest = views[i:]
+            if sent:
+                rest[0] = memoryview(view).cast("B")[sent:]
+            transport.writelines(rest)
+            return
+        sent -= size
+
+
 def _handler_done(task: asyncio.Task[Any], transport: asyncio.Transport) -> None:
     """As asyncio's ``start_server`` (3.12+): a connection whose handler failed or was
     cancelled is closed, and the handler's exception goes to the loop's exception handler."""
@@ -784,16 +835,20 @@ class PooledWriter:
     a whole ``bytes`` object, as small reads return, as that object); nothing
     is copied on our side. What the transport does with them: asyncio's selector transport
     sends what it can at once and keeps the views of the rest (3.12+, which
-    pin pooled memory until sent) or a copy of it (3.11); its ``writelines``
-    (used for IoBufs and ``writelines``) joins the pieces into one copy on 3.11
-    and sends them with ``sendmsg`` on 3.12+.
+    pin pooled memory until sent) or a copy of it (3.11). Several pieces (an
+    IoBufs, ``writelines``) go out in one ``sendmsg``: the transport's own on
+    3.12+ and uvloop; on 3.11, whose transport would first join them into one
+    copy, this writer's (see :func:`_gather_send`).
     """
 
-    __slots__ = ("_transport", "_protocol")
+    __slots__ = ("_transport", "_protocol", "_writelines")
 
     def __init__(self, transport: asyncio.Transport, protocol: PooledReader) -> None:
         self._transport = transport
         self._protocol = protocol
+        self._writelines: Callable[[list[Any]], None] = transport.writelines
+        if _JOINS and type(transport) is _SELECTOR_SOCKET:
+            self._writelines = functools.partial(_gather_send, transport)
 
     @property
     def transport(self) -> asyncio.Transport:
@@ -805,7 +860,7 @@ class PooledWriter:
         elif isinstance(data, IoBuf):
             self._transport.write(sendable(data))
         elif isinstance(data, IoBufs):
-            self._transport.writelines([c.as_memoryview() for c in data._chunks])
+            self._writelines([c.as_memoryview() for c in data._chunks])
         elif isinstance(data, IoBufMut):
             self._transport.write(data.as_memoryview())
         else:
@@ -825,7 +880,7 @@ class PooledWriter:
                 views.extend(c.as_memoryview() for c in item._chunks)
             else:
                 views.append(item)
-        self._transport.writelines(views)
+        self._writelines(views)
 
     async def drain(self) -> None:
         """Wait until the transport's write buffer is below its high-water mark."""
