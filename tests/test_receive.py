@@ -17,9 +17,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import iobuf
-from iobuf import BufferPool, BufferPoolConfig, IoBuf, PooledReader, PooledWriter
+from iobuf import BufferPool, BufferPoolConfig, IoBuf, IoBufMut, PooledReader, PooledWriter
 from iobuf._aio import DEFAULT_COPY_MAX, IDLE_KEEP_MAX, MIN_GUESS
-from iobuf._impl import sendable, take_front
+from iobuf._impl import commit_received, reclaim_received, sendable, split_filled, take_front
 
 from .helpers import class_stats
 
@@ -155,6 +155,60 @@ def test_sendable_hands_over_a_whole_bytes_object_and_views_otherwise() -> None:
     view = sendable(in_pool)
     assert type(view) is memoryview and view.readonly and bytes(view) == data
     view.release()
+
+
+def test_reclaim_rewinds_a_drained_buffer_only_when_nothing_else_reaches_it() -> None:
+    """``reclaim_received`` makes a pooled receive buffer's whole capacity spare again
+    once every byte committed to it was split off and dropped. While anything can
+    still reach its memory (the chain's chunk, the chunk itself, a slice or clone
+    of it, a memoryview or numpy array over it, the buffer's own exported spare
+    room) it refuses, changes nothing, and the holder still reads its bytes. A heap
+    buffer and a buffer with unread bytes are never rewound."""
+    pool = network_pool()
+    buf = pool.alloc(1024)
+    capacity = len(buf.spare_capacity())
+
+    def receive(data: bytes) -> deque[IoBuf]:
+        chunks: deque[IoBuf] = deque()
+        buf.spare_capacity()[: len(data)] = data
+        commit_received(buf, len(data), chunks)
+        return chunks
+
+    chunks = receive(b"hello")
+    assert not reclaim_received(buf)  # the chain holds the chunk
+    chunks.clear()
+    assert reclaim_received(buf) and len(buf.spare_capacity()) == capacity
+
+    holders: list[tuple[Callable[[IoBuf], Any], bytes]] = [
+        (lambda chunk: chunk, b"hello"),
+        (lambda chunk: chunk[1:3], b"el"),
+        (lambda chunk: chunk.clone(), b"hello"),
+        (lambda chunk: chunk.as_memoryview(), b"hello"),
+    ]
+    with contextlib.suppress(ImportError):
+        import numpy as np
+
+        holders.append((lambda chunk: np.frombuffer(chunk.as_memoryview(), dtype=np.uint8), b"hello"))
+    for hold, expected in holders:
+        held = hold(receive(b"hello").popleft())
+        assert not reclaim_received(buf)
+        assert len(buf.spare_capacity()) == capacity - 5  # unchanged
+        buf.spare_capacity()[:5] = b"XXXXX"  # the spare room is past the held bytes
+        assert bytes(held) == expected
+        del held
+        assert reclaim_received(buf) and len(buf.spare_capacity()) == capacity
+
+    exported = buf.spare_capacity()
+    receive(b"hello").clear()
+    assert not reclaim_received(buf)  # the buffer's own spare room is exported
+    exported.release()
+    assert reclaim_received(buf)
+    buf.put_slice(b"unread")
+    assert not reclaim_received(buf)  # readable bytes not split off
+    heap = IoBufMut.with_capacity(1024)
+    heap.put_slice(b"x")
+    split_filled(heap)
+    assert not reclaim_received(heap)
 
 
 async def _reply_lines(run_reader: Callable[[PooledReader], Awaitable[list[bytes]]]) -> list[bytes]:
@@ -367,13 +421,47 @@ def test_an_idle_connection_holds_no_large_receive_buffer(run: Callable[[Awaitab
         # kept, and the later requests took no other.
         assert in_use(pool) == 1
         created = sum(c.created for c in pool.stats().classes)
-        for i in range(5):
+        kept = reader._cur
+        for i in range(50):
             peer.write(b"again %d\n" % i)
             assert await reader.readline() == b"again %d\n" % i
         assert sum(c.created for c in pool.stats().classes) == created
+        assert reader._cur is kept  # each drained receive buffer was rewound, not replaced
         await close(writer, peer)
 
     run(main())
+
+
+def test_values_kept_as_views_survive_the_reuse_of_their_receive_buffer(
+    run: Callable[[Awaitable[Any]], Any],
+) -> None:
+    """Requests one at a time, each a header line and a 100-byte value read as a view
+    (``copy_max=10``) and kept: a receive buffer a kept value lives in is never
+    rewound under it, so every value reads back intact after all the requests, and
+    the buffers come back once the values are dropped."""
+    pool = network_pool()
+    values = [
+        bytes([i % 251]) * 100 for i in range(200)
+    ]  # (each may pin a buffer: fewer than the class holds)
+
+    async def main() -> list[IoBuf]:
+        reader, writer, peer_reader, peer = await pooled_pair(pool, copy_max=10)
+        kept = []
+        for value in values:
+            peer.write(b"$100\n" + value)
+            assert await reader.readline() == b"$100\n"
+            kept.append(await reader.readexactly(100))
+            writer.write(b"+\n")
+            assert await peer_reader.readline() == b"+\n"
+        await close(writer, peer)
+        return kept
+
+    kept = run(main())
+    assert all(view.is_pooled for view in kept)
+    assert kept == values
+    del kept
+    gc.collect()
+    assert in_use(pool) == 0
 
 
 def test_receive_buffers_grow_with_bulk_traffic_and_shrink_with_small(

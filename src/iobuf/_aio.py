@@ -81,7 +81,16 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 from ._chain import IoBufs, front_views
 from ._errors import Exhausted, Oversized, PoolClosed, PoolError, check_nonneg, check_positive
-from ._impl import IoBuf, IoBufMut, _empty_iobuf, commit_received, sendable, split_filled, take_front
+from ._impl import (
+    IoBuf,
+    IoBufMut,
+    _empty_iobuf,
+    commit_received,
+    reclaim_received,
+    sendable,
+    split_filled,
+    take_front,
+)
 from ._pool import BufferPool
 
 if TYPE_CHECKING:
@@ -261,6 +270,10 @@ class PooledReader(asyncio.BufferedProtocol):
     def get_buffer(self, sizehint: int) -> memoryview:
         cur = self._cur
         spare = 0 if cur is None else cur.capacity - len(cur)
+        if spare < self._min_spare and cur is not None and reclaim_received(cur):
+            # Everything received into it was read and dropped (copied out, as small
+            # reads are): the same buffer again, from its start, not a fresh one.
+            spare = cur.capacity
         need = self._want - self._chain._len
         if self._whole and need > 0:
             # A waiting large readexactly keeps a buffer that holds the rest of its

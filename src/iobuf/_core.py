@@ -1963,6 +1963,23 @@ def commit_received(buf: IoBufMut, n, chunks) -> bool:
     return buf._hi == buf._cap
 
 
+def reclaim_received(buf: IoBufMut) -> bool:
+    """The receive path's reuse of a drained buffer: when every byte committed
+    to pooled ``buf`` was split off and nothing but ``buf`` reaches its memory
+    (no IoBuf on it, no live export of it or of one), rewind ``buf`` so its
+    whole capacity is spare again, and return True; else change nothing and
+    return False. Between the count and the stores nothing allocates."""
+    if buf.blk is None or buf._lo != buf._hi or buf.blk.origin is None:
+        return False
+    if iob_refcnt(cython.cast(cython.pointer(PyObject), buf.blk)) != 1:
+        return False  # an IoBuf on the memory, a live export of one, or a pin
+    if iob_load(cython.address(buf._exports)):
+        return False  # a live export of buf itself (its spare room, say)
+    buf._lo = 0
+    buf._hi = 0
+    return True
+
+
 def take_front(chunks, n, copy_max: cython.Py_ssize_t):
     """The first ``n`` bytes of a chain's chunks (a deque of non-empty IoBufs),
     taken from it, when they lie in its first chunk: copied into a right-sized

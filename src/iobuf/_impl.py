@@ -13,9 +13,10 @@ The contract each core keeps (beyond the public API in SPEC):
   ``_read_view()`` on both buffer types (a memoryview of the readable bytes);
 - ``_iobuf(mv, start, end, None)``, ``_empty_iobuf()``, ``split_filled``,
   ``join_adjacent``, ``_as_bytes``, ``_preview``, ``flush_thread_cache``;
-- the receive path's two steps, ``commit_received`` (a receive onto a chain's
-  chunks) and ``take_front`` (a read off them, copied up to ``copy_max``),
-  and ``sendable`` (what a writer hands a transport for an IoBuf);
+- the receive path's steps, ``commit_received`` (a receive onto a chain's
+  chunks), ``take_front`` (a read off them, copied up to ``copy_max``) and
+  ``reclaim_received`` (a drained buffer rewound for reuse when nothing else
+  reaches it), and ``sendable`` (what a writer hands a transport for an IoBuf);
 - ``PoolCore``, the base class of ``BufferPool``: ``_core_init``, the
   allocation methods (``try_alloc``, ``alloc``, ``alloc_len``,
   ``try_alloc_zeroed``, ``alloc_zeroed``; a subclass overriding ``try_alloc``,
@@ -48,6 +49,7 @@ __all__ = [
     "commit_received",
     "flush_thread_cache",
     "join_adjacent",
+    "reclaim_received",
     "sendable",
     "split_filled",
     "take_front",
@@ -84,6 +86,7 @@ if TYPE_CHECKING or not _compiled:
         _preview,
         commit_received,
         join_adjacent,
+        reclaim_received,
         sendable,
         split_filled,
         take_front,
@@ -100,6 +103,7 @@ else:
         commit_received,
         flush_thread_cache,
         join_adjacent,
+        reclaim_received,
         sendable,
         split_filled,
         take_front,

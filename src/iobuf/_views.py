@@ -1424,6 +1424,27 @@ def commit_received(buf: IoBufMut, n: int, chunks: deque[IoBuf]) -> bool:
     return buf.capacity == buf._end - buf._start
 
 
+def reclaim_received(buf: IoBufMut) -> bool:
+    """The receive path's reuse of a drained buffer: when every byte committed
+    to pooled ``buf`` was split off and nothing but ``buf`` reaches its memory
+    (no IoBuf on its lease, no live view of its exporter), rewind ``buf`` so its
+    whole capacity is spare again, and return True; else change nothing and
+    return False. Counted as :meth:`IoBuf.try_into_mut` counts (see "Counting
+    holders"): act with plain stores, count again, put back if a holder appeared."""
+    if buf._start != buf._end or type(buf._aux) is not _Lease or buf._aux.cls is None:
+        return False
+    if _lease_refs(buf._aux) > _LEASE_BASELINE or _view_refs(buf._aux) > _EXPORT_BASELINE:
+        return False
+    end = buf._end
+    buf._start = 0
+    buf._end = 0
+    if _lease_refs(buf._aux) > _LEASE_BASELINE or _view_refs(buf._aux) > _EXPORT_BASELINE:
+        buf._start = end
+        buf._end = end
+        return False
+    return True
+
+
 def take_front(chunks: deque[IoBuf], n: int, copy_max: int) -> IoBuf | None:
     """The first ``n`` bytes of a chain's chunks (a deque of non-empty IoBufs),
     taken from it, when they lie in its first chunk: copied into a right-sized
