@@ -125,6 +125,9 @@ ClientConnected = Callable[["PooledReader", "PooledWriter"], "Awaitable[None] | 
 #: Whether asyncio's selector transport joins ``writelines``' pieces into one
 #: copy (before 3.12; from 3.12 it sends them with ``sendmsg`` itself).
 _JOINS: Final = sys.version_info < (3, 12)
+#: The least bytes a ``writelines`` sends with its own ``sendmsg`` on 3.11 (less is
+#: joined, as the transport does: a copy that small costs less than the call).
+GATHER_MIN: Final = 1 << 13
 #: The most pieces one ``sendmsg`` takes (more go through the transport).
 _IOV_MAX: Final = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16
 #: asyncio's plain socket transport (typeshed does not declare the private class).
@@ -783,11 +786,11 @@ def _finder(sep: bytes) -> re.Pattern[bytes]:
     return re.compile(re.escape(sep))
 
 
-def _gather_send(transport: Any, views: list[Any]) -> None:
-    """``transport.writelines(views)`` without 3.11's join: when the transport
-    holds nothing unsent, the pieces go out in one ``sendmsg`` and only what
-    the socket did not take is handed to the transport (which copies it, as it
-    copies any unsent rest).
+def _gather_send(transport: Any, views: list[Any], total: int) -> None:
+    """``transport.writelines(views)`` (``total`` bytes) without 3.11's join:
+    when the transport holds nothing unsent, the pieces go out in one
+    ``sendmsg`` and only what the socket did not take is handed to the
+    transport (which copies it, as it copies any unsent rest).
 
     Only for 3.11's plain ``_SelectorSocketTransport`` (never TLS, whose
     transport is another type), through the private state its ``write``
@@ -812,8 +815,10 @@ def _gather_send(transport: Any, views: list[Any]) -> None:
     except OSError:
         transport.writelines(views)
         return
+    if sent == total:
+        return
     for i, view in enumerate(views):
-        size = len(view) if type(view) is bytes else memoryview(view).nbytes
+        size = memoryview(view).nbytes
         if sent < size:
             rest = views[i:]
             if sent:
@@ -851,17 +856,17 @@ class PooledWriter:
     pin pooled memory until sent) or a copy of it (3.11). Several pieces (an
     IoBufs, ``writelines``) go out in one ``sendmsg``: the transport's own on
     3.12+ and uvloop; on 3.11, whose transport would first join them into one
-    copy, this writer's (see :func:`_gather_send`).
+    copy, this writer's when they add up to ``GATHER_MIN`` (8 KiB) or more
+    (see :func:`_gather_send`).
     """
 
-    __slots__ = ("_transport", "_protocol", "_writelines")
+    __slots__ = ("_transport", "_protocol", "_gathers")
 
     def __init__(self, transport: asyncio.Transport, protocol: PooledReader) -> None:
         self._transport = transport
         self._protocol = protocol
-        self._writelines: Callable[[list[Any]], None] = transport.writelines
-        if _JOINS and type(transport) is _SELECTOR_SOCKET:
-            self._writelines = functools.partial(_gather_send, transport)
+        # Whether writes of several pieces, GATHER_MIN bytes or more, use _gather_send.
+        self._gathers = _JOINS and type(transport) is _SELECTOR_SOCKET
 
     @property
     def transport(self) -> asyncio.Transport:
@@ -873,7 +878,11 @@ class PooledWriter:
         elif isinstance(data, IoBuf):
             self._transport.write(sendable(data))
         elif isinstance(data, IoBufs):
-            self._writelines([c.as_memoryview() for c in data._chunks])
+            views = [c.as_memoryview() for c in data._chunks]
+            if self._gathers and len(data) >= GATHER_MIN:
+                _gather_send(self._transport, views, len(data))
+            else:
+                self._transport.writelines(views)
         elif isinstance(data, IoBufMut):
             self._transport.write(data.as_memoryview())
         else:
@@ -882,6 +891,7 @@ class PooledWriter:
     def writelines(self, data: Iterable[IoBufs | BytesLike]) -> None:
         """Write every item in order with one transport call, as ``StreamWriter.writelines``."""
         views: list[Any] = []
+        total = 0
         for item in data:
             if type(item) is bytes:
                 views.append(item)
@@ -893,7 +903,13 @@ class PooledWriter:
                 views.extend(c.as_memoryview() for c in item._chunks)
             else:
                 views.append(item)
-        self._writelines(views)
+                total += memoryview(item).nbytes  # (len counts items, not bytes)
+                continue
+            total += len(item)
+        if self._gathers and total >= GATHER_MIN:
+            _gather_send(self._transport, views, total)
+        else:
+            self._transport.writelines(views)
 
     async def drain(self) -> None:
         """Wait until the transport's write buffer is below its high-water mark."""
