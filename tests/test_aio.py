@@ -13,6 +13,7 @@ import array
 import asyncio
 import contextlib
 import gc
+import os
 import random
 import socket
 import struct
@@ -703,9 +704,13 @@ def test_writer_sends_every_kind_of_buffer(run: Callable[[Awaitable[Any]], Any])
 def test_writelines_keeps_order_through_partial_sends(run: Callable[[Awaitable[Any]], Any]) -> None:
     """writelines and write, mixed, with pieces larger than the socket takes at once
     (so some go out in part and the rest waits in the transport): the peer
-    receives every byte in the order written, whatever the item's kind."""
+    receives every byte in the order written, whatever the item's kind, a
+    4-byte-item array (sliced by bytes, not items) included."""
     pool = network_pool()
     rng = random.Random(14)
+
+    def array4(data: bytes) -> array.array[int]:
+        return array.array("i", data[: len(data) // 4 * 4])
 
     async def main() -> None:
         async with pooled_pair(pool) as (_, writer, peer_reader, _):
@@ -716,7 +721,7 @@ def test_writelines_keeps_order_through_partial_sends(run: Callable[[Awaitable[A
                     rng.randbytes(rng.choice((1, 700, 30_000, 150_000))) for _ in range(rng.randrange(1, 5))
                 ]
                 items: list[Any] = [
-                    (IoBuf, bytes, bytearray, memoryview, lambda b: array.array("B", b))[j % 5](piece)
+                    (IoBuf, bytes, bytearray, memoryview, array4, IoBufs)[j % 6](piece)
                     for j, piece in enumerate(pieces)
                 ]
                 if i % 3:
@@ -724,7 +729,7 @@ def test_writelines_keeps_order_through_partial_sends(run: Callable[[Awaitable[A
                 else:
                     for item in items:
                         writer.write(item)
-                sent += pieces
+                sent += [bytes(item) for item in items]
                 if i % 10 == 9:  # the peer catches up now and then: the transport empties
                     expected = b"".join(sent)
                     got = await asyncio.wait_for(peer_reader.readexactly(len(expected)), TIMEOUT)
@@ -738,7 +743,8 @@ def test_writelines_keeps_order_through_partial_sends(run: Callable[[Awaitable[A
 def test_writelines_after_write_eof_raises_as_the_transport_does(
     run: Callable[[Awaitable[Any]], Any],
 ) -> None:
-    """A writelines after write_eof raises the transport's RuntimeError and sends nothing."""
+    """A writelines after write_eof, small or large, raises the transport's RuntimeError
+    and sends nothing."""
 
     async def main() -> None:
         async with pooled_pair(network_pool()) as (_, writer, peer_reader, _):
@@ -746,7 +752,74 @@ def test_writelines_after_write_eof_raises_as_the_transport_does(
             writer.write_eof()
             with pytest.raises(RuntimeError):
                 writer.writelines([b"more", IoBuf(b"!")])
+            with pytest.raises(RuntimeError):
+                writer.writelines([b"more", IoBuf(bytes(1 << 16))])
             assert await asyncio.wait_for(peer_reader.read(), TIMEOUT) == b"last words"
+
+    run(main())
+
+
+@contextlib.asynccontextmanager
+async def writer_on_socketpair() -> AsyncIterator[tuple[PooledWriter, socket.socket]]:
+    """A PooledWriter on one end of a socket pair (its transport made by the running
+    loop) and the other end, blocking, for the test to read or close."""
+    a, b = socket.socketpair()
+    transport, protocol = await asyncio.get_running_loop().create_connection(
+        lambda: PooledReader(network_pool()), sock=a
+    )
+    try:
+        yield PooledWriter(transport, protocol), b
+    finally:
+        transport.abort()
+        b.close()
+
+
+def test_writelines_into_a_full_socket_keeps_everything_in_order(
+    run: Callable[[Awaitable[Any]], Any],
+) -> None:
+    """A large writelines while the socket's send buffer is full (filled behind the
+    transport's back, so the transport itself holds nothing): nothing goes out at
+    once, everything waits in the transport, and the peer reads the filler, then
+    every piece, in order."""
+
+    async def main() -> None:
+        async with writer_on_socketpair() as (writer, peer):
+            filler = socket.socket(fileno=os.dup(writer.get_extra_info("socket").fileno()))
+            filler.setblocking(False)
+            stuffed = 0
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    stuffed += filler.send(b"f" * 65536)
+            filler.close()
+            pieces: list[Any] = [b"head", IoBuf(bytes(range(256)) * 64), bytearray(b"tail")]
+            writer.writelines(pieces)
+            assert writer.transport.get_write_buffer_size() == 4 + 16384 + 4
+            expected = b"f" * stuffed + b"head" + bytes(range(256)) * 64 + b"tail"
+            received = bytearray()
+
+            def read_all() -> None:
+                while len(received) < len(expected):
+                    received.extend(peer.recv(1 << 20))
+
+            reading = asyncio.get_running_loop().run_in_executor(None, read_all)
+            await asyncio.wait_for(writer.drain(), TIMEOUT)
+            await asyncio.wait_for(reading, TIMEOUT)
+            assert received == expected
+
+    run(main())
+
+
+def test_writelines_to_a_closed_peer_fails_as_a_write_does(run: Callable[[Awaitable[Any]], Any]) -> None:
+    """A large writelines after the peer closed its socket: the error reaches the
+    transport as it would from its own write (the connection is lost, drain raises)."""
+
+    async def main() -> None:
+        async with writer_on_socketpair() as (writer, peer):
+            peer.close()
+            writer.writelines([b"head", IoBuf(bytes(1 << 16))])
+            assert writer.is_closing()
+            with pytest.raises(ConnectionError):
+                await asyncio.wait_for(writer.drain(), TIMEOUT)
 
     run(main())
 

@@ -787,45 +787,45 @@ def _finder(sep: bytes) -> re.Pattern[bytes]:
 
 
 def _gather_send(transport: Any, views: list[Any], total: int) -> None:
-    """``transport.writelines(views)`` (``total`` bytes) without 3.11's join:
-    when the transport holds nothing unsent, the pieces go out in one
-    ``sendmsg`` and only what the socket did not take is handed to the
-    transport (which copies it, as it copies any unsent rest).
+    """``transport.writelines(views)`` (``total`` bytes) without 3.11's join,
+    which copies every piece once before the transport sends or keeps them.
+
+    When the transport holds nothing unsent, the pieces go out in one
+    ``sendmsg``; what the socket does not take, and everything while the
+    transport holds unsent bytes, is written to the transport piece by piece:
+    it appends each to what it holds (one copy, where join-then-append makes
+    two), sending only when it held nothing.
 
     Only for 3.11's plain ``_SelectorSocketTransport`` (never TLS, whose
     transport is another type), through the private state its ``write``
-    checks first: anything unsent, ``write_eof``, a ``sendfile`` under way or a
-    lost connection sends everything through the transport, in order. An
+    checks first: after ``write_eof``, during a ``sendfile`` or once the
+    connection is lost, everything goes through ``writelines`` as before. An
     error from ``sendmsg`` also does, so the transport meets it and reports it
     as it reports its own.
     """
-    if (
-        transport._buffer
-        or transport._eof
-        or transport._empty_waiter is not None
-        or transport._conn_lost
-        or len(views) > _IOV_MAX
-    ):
+    if transport._eof or transport._empty_waiter is not None or transport._conn_lost or len(views) > _IOV_MAX:
         transport.writelines(views)
         return
-    try:
-        sent = transport._sock.sendmsg(views)
-    except (BlockingIOError, InterruptedError):
-        sent = 0
-    except OSError:
-        transport.writelines(views)
-        return
-    if sent == total:
-        return
-    for i, view in enumerate(views):
-        size = memoryview(view).nbytes
-        if sent < size:
-            rest = views[i:]
-            if sent:
-                rest[0] = memoryview(view).cast("B")[sent:]
-            transport.writelines(rest)
+    # Byte-format views, all made before anything is written: the transport
+    # slices what it keeps by bytes sent, and a bad piece must send nothing.
+    pieces = [view if type(view) is bytes else memoryview(view).cast("B") for view in views]
+    if not transport._buffer:
+        try:
+            sent = transport._sock.sendmsg(pieces)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            transport.writelines(pieces)
             return
-        sent -= size
+        if sent == total:
+            return
+        while pieces and sent >= len(pieces[0]):
+            sent -= len(pieces.pop(0))
+        if pieces:
+            pieces[0] = memoryview(pieces[0])[sent:]  # (a view: the transport copies what it keeps)
+    write = transport.write
+    for piece in pieces:
+        write(piece)
 
 
 def _handler_done(task: asyncio.Task[Any], transport: asyncio.Transport) -> None:
