@@ -13,7 +13,7 @@ Usage::
                                # PooledReader, driven by redis-benchmark (installed from
                                # Debian's redis-tools if missing), asyncio and uvloop, 4 value
                                # sizes, pipelined and not; RSS after (2-7 minutes; --kv --quick:
-                               # 1 round)
+                               # 1 round; --values 100 4096 --pipelines 1: only those cells)
     python -m bench --kv --instructions  # the same servers' instructions per request under
                                # callgrind (repeatable on a shared machine; about 20 minutes)
     python -m bench --core     # the core's targets (issue 13) against bytearray, numpy.empty
@@ -122,6 +122,20 @@ def _parser() -> argparse.ArgumentParser:
         "--instructions", action="store_true", help="with --kv: server instructions per request (callgrind)"
     )
     parser.add_argument(
+        "--values",
+        type=int,
+        nargs="+",
+        metavar="BYTES",
+        help="with --kv: only these value sizes (of 100 4096 65536 1048576)",
+    )
+    parser.add_argument(
+        "--pipelines",
+        type=int,
+        nargs="+",
+        metavar="P",
+        help="with --kv: only these pipeline depths (of 16 1)",
+    )
+    parser.add_argument(
         "--base",
         type=Path,
         metavar="DIR",
@@ -219,7 +233,7 @@ def _single_mode(args: argparse.Namespace) -> int | None:
         return (
             _run_kv_instructions(args.out)
             if args.instructions
-            else _run_kv(args.quick, args.rounds, args.out)
+            else _run_kv(args.quick, args.rounds, args.out, args.values, args.pipelines)
         )
     if args.inline:
         print("gc disabled while timing; one process; approaches interleaved per repeat")
@@ -239,10 +253,16 @@ def _run_core(quick: bool, out: Path) -> int:
     return 0
 
 
-def _run_kv(quick: bool, rounds: int | None, out: Path) -> int:
+def _run_kv(
+    quick: bool, rounds: int | None, out: Path, values: list[int] | None, pipelines: list[int] | None
+) -> int:
     rounds = rounds or (1 if quick else 3)
+    sizes = [row for row in _kv.SIZES if values is None or row[0] in values]
+    depths = tuple(p for p in (16, 1) if pipelines is None or p in pipelines)
+    if not sizes or not depths:
+        raise SystemExit(f"--values of {[row[0] for row in _kv.SIZES]}, --pipelines of 16 1")
     print(f"iobuf request/response benchmark: {rounds} rounds", file=sys.stderr)
-    result = _kv.run(rounds, _kv.SIZES, log=lambda line: print(line, file=sys.stderr))
+    result = _kv.run(rounds, sizes, log=lambda line: print(line, file=sys.stderr), pipelines=depths)
     result["meta"] = {"python": sys.version.split()[0], "when": time.strftime("%Y-%m-%d %H:%M:%S")}
     out.mkdir(parents=True, exist_ok=True)
     (out / "kv.json").write_text(json.dumps(result, indent=1))

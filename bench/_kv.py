@@ -33,6 +33,7 @@ import asyncio
 import functools
 import importlib
 import importlib.util
+import math
 import os
 import re
 import shutil
@@ -286,15 +287,21 @@ def measure(
             proc.stdout.close()
 
 
-def run(rounds: int, sizes: list[tuple[int, int, int]], log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Interleaved rounds over every (size, pipeline, server); medians per cell."""
+def run(
+    rounds: int,
+    sizes: list[tuple[int, int, int]],
+    log: Callable[[str], None] = print,
+    pipelines: tuple[int, ...] = (16, 1),
+) -> dict[str, Any]:
+    """Interleaved rounds over every (size, pipeline, server); medians per cell.
+    Odd rounds run the servers in reverse order, so neither of a pair always goes first."""
     client = ensure_client()
     samples: dict[str, list[dict[str, Any]]] = {}
     for r in range(rounds):
         for size, requests, keyspace in sizes:
-            for pipeline in (16, 1):
+            for pipeline in pipelines:
                 n = requests if pipeline > 1 else max(requests // 4, 100)
-                for kind in servers():
+                for kind in servers()[:: -1 if r % 2 else 1]:
                     one = measure(kind, size, n, keyspace, pipeline=pipeline, client=client)
                     samples.setdefault(f"{kind}|{size}|{pipeline}", []).append(one)
                     log(
@@ -424,7 +431,8 @@ def render(result: dict[str, Any]) -> str:
     cells = result["cells"]
     lines = [
         f"redis-benchmark -t set,get, {result['clients']} clients, {result['rounds']} interleaved rounds; "
-        "ratio = iobuf / streamreader on the same loop in the same round: median [min-max]",
+        "ratio = iobuf / streamreader on the same loop in the same round: "
+        "median (95% confidence interval of the median, from 6 rounds) [min-max]",
         "",
         "| loop | value | pipeline | SET ratio | GET ratio | streamreader SET/s | RSS iobuf / streamreader |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -439,9 +447,29 @@ def render(result: dict[str, Any]) -> str:
 
 
 def _spread(ratios: list[float]) -> str:
+    """``median (95% CI of the median) [min-max]`` of sorted ``ratios``; the interval
+    only from 6 rounds on."""
     if len(ratios) == 1:
         return f"{ratios[0]:.2f}"
-    return f"{statistics.median(ratios):.2f} [{ratios[0]:.2f}-{ratios[-1]:.2f}]"
+    interval = median_interval(ratios)
+    middle = "" if interval is None else f" ({interval[0]:.2f}-{interval[1]:.2f})"
+    return f"{statistics.median(ratios):.2f}{middle} [{ratios[0]:.2f}-{ratios[-1]:.2f}]"
+
+
+def median_interval(ordered: list[float], confidence: float = 0.95) -> tuple[float, float] | None:
+    """A distribution-free confidence interval for the median of sorted samples:
+    ``(x[k], x[n-1-k])`` for the largest ``k`` with P(Binomial(n, 1/2) <= k) at most
+    ``(1 - confidence) / 2``; None when even ``(min, max)`` is not that sure."""
+    n = len(ordered)
+    tail, k = 0.0, -1
+    while True:
+        tail += math.comb(n, k + 1) / 2**n
+        if tail > (1 - confidence) / 2:
+            break
+        k += 1
+    if k < 0:
+        return None
+    return ordered[k], ordered[n - 1 - k]
 
 
 def _size(n: int) -> str:

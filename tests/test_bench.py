@@ -418,6 +418,28 @@ def test_kv_benchmark_drives_both_servers_with_redis_benchmark(tmp_path: Path) -
     assert "| asyncio | 100 B | 16 |" in _kv.render(result)
 
 
+def test_kv_cells_can_be_chosen_and_rounds_give_a_median_interval(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--kv --values --pipelines`` runs only the chosen cells; with 6 rounds the table
+    gives each ratio's median with its 95% interval (order statistics: the extremes
+    at 6 samples, the 2nd and 9th of 10, the 6th and 15th of 20)."""
+    from bench import _kv
+    from bench.__main__ import main
+
+    assert _kv.median_interval([1.0] * 5) is None
+    assert _kv.median_interval([float(i) for i in range(6)]) == (0.0, 5.0)
+    assert _kv.median_interval([float(i) for i in range(10)]) == (1.0, 8.0)
+    assert _kv.median_interval([float(i) for i in range(20)]) == (5.0, 14.0)
+    assert main(["--kv", "--rounds", "1", "--values", "100", "--pipelines", "1", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "kv.json").read_text())
+    assert {key.split("|", 1)[1] for key in result["cells"]} == {"100|1"}
+    with pytest.raises(SystemExit):
+        main(["--kv", "--values", "7", "--out", str(tmp_path)])
+    capsys.readouterr()
+    assert _kv._spread([0.9, 1.0, 1.0, 1.1, 1.1, 1.2]) == "1.05 (0.90-1.20) [0.90-1.20]"
+
+
 def test_kv_copy_costs_measure_each_size_and_render() -> None:
     """The copy-vs-view measurement runs for each size, on whichever core serves, and
     renders one row per size (what the numbers are is the benchmark's business)."""
