@@ -891,7 +891,6 @@ class PooledWriter:
     def writelines(self, data: Iterable[IoBufs | BytesLike]) -> None:
         """Write every item in order with one transport call, as ``StreamWriter.writelines``."""
         views: list[Any] = []
-        total = 0
         for item in data:
             if type(item) is bytes:
                 views.append(item)
@@ -901,15 +900,14 @@ class PooledWriter:
                 views.append(item.as_memoryview())
             elif isinstance(item, IoBufs):
                 views.extend(c.as_memoryview() for c in item._chunks)
-            else:
-                views.append(item)
-                total += memoryview(item).nbytes  # (len counts items, not bytes)
-                continue
-            total += len(item)
-        if self._gathers and total >= GATHER_MIN:
-            _gather_send(self._transport, views, total)
-        else:
-            self._transport.writelines(views)
+            else:  # (as bytes, so that len counts bytes, not items)
+                views.append(item if type(item) is bytearray else memoryview(item).cast("B"))
+        if self._gathers:
+            total = sum(map(len, views))
+            if total >= GATHER_MIN:
+                _gather_send(self._transport, views, total)
+                return
+        self._transport.writelines(views)
 
     async def drain(self) -> None:
         """Wait until the transport's write buffer is below its high-water mark."""
