@@ -21,7 +21,7 @@ from typing import Any
 
 import iobuf
 from iobuf import BufferPool, BufferPoolConfig, IoBuf, IoBufMut
-from iobuf._impl import commit_received, join_adjacent, sendable, split_filled, take_front
+from iobuf._impl import commit_received, join_adjacent, reclaim_received, sendable, split_filled, take_front
 
 CONFIG = BufferPoolConfig(min_size=64, max_size=256, max_per_class=3, alignment=64, thread_cache_capacity=2)
 
@@ -130,6 +130,17 @@ def _step(pool: BufferPool, live: list[Any], op: list[Any]) -> Any:
         full = commit_received(obj, rest[0], chunks)
         live.extend(chunks)
         return [full, [_describe(c) for c in chunks], _describe(obj)]
+    if name == "reclaim_received":
+        # A receive of rest[0] bytes whose chunk is kept (rest[1]) or read and
+        # dropped, then the reuse check: its answer depends on every other holder.
+        if not isinstance(obj, IoBufMut):
+            return "n/a"
+        chunks = deque()
+        commit_received(obj, rest[0], chunks)
+        if rest[1]:
+            live.extend(chunks)
+        chunks.clear()
+        return [reclaim_received(obj), _describe(obj)]
     if name == "sendable":
         if not isinstance(obj, IoBuf):
             return "n/a"

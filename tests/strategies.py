@@ -122,5 +122,6 @@ def differential_operations() -> st.SearchStrategy[list[Any]]:
         st.tuples(st.just("find"), slots, st.binary(max_size=3).map(bytes.hex), counts, counts),
         st.tuples(st.just("take_front"), slots, counts, st.integers(0, 64)),
         st.tuples(st.just("commit_received"), slots, st.integers(0, 300), slots),
+        st.tuples(st.just("reclaim_received"), slots, st.integers(0, 40), st.booleans()),
         st.tuples(st.sampled_from(["sendable", "compact"]), slots),
     ).map(list)
