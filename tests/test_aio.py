@@ -16,9 +16,11 @@ import gc
 import os
 import random
 import socket
+import ssl
 import struct
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -849,6 +851,48 @@ def test_writelines_joins_nothing_on_the_selector_transport() -> None:
 
     peak, unsent = asyncio.run(main())
     assert peak <= unsent + (64 << 10), (peak, unsent)
+
+
+def test_tls_connections_receive_and_send_through_the_tls_transport(
+    run: Callable[[Awaitable[Any]], Any],
+) -> None:
+    """A TLS server on ``start_server`` (a self-signed certificate from tests/): frames
+    arrive decrypted, and replies written with ``writelines`` (large enough that on a
+    plain 3.11 socket the writer would send them itself) go through the TLS
+    transport, so the client decrypts every byte in order."""
+    certfile = str(Path(__file__).with_name("keycert.pem"))
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(certfile)
+    client_ctx = ssl.create_default_context(cafile=certfile)
+    frames_in = frames(21, 20, 200_000)
+
+    async def echo(reader: PooledReader, writer: PooledWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError):  # the client's close
+            while True:
+                header = await reader.readexactly(4)
+                frame = await reader.readexactly(int.from_bytes(bytes(header), "big"))
+                writer.writelines([b"<", header, frame, IoBufs([b">"])])
+                await writer.drain()
+        writer.close()
+
+    async def main() -> list[bytes]:
+        server = await iobuf.start_server(echo, "127.0.0.1", 0, pool=network_pool(), ssl=server_ctx)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=client_ctx, server_hostname="localhost"
+        )
+        echoed = []
+        for frame in frames_in:
+            writer.write(len(frame).to_bytes(4, "big") + frame)
+            reply = await asyncio.wait_for(reader.readexactly(len(frame) + 6), TIMEOUT)
+            assert reply[:5] == b"<" + len(frame).to_bytes(4, "big") and reply[-1:] == b">"
+            echoed.append(reply[5:-1])
+        writer.close()
+        server.close()
+        await server.wait_closed()
+        return echoed
+
+    assert run(main()) == frames_in
 
 
 def test_a_reset_connection_raises_in_readers_and_drain(run: Callable[[Awaitable[Any]], Any]) -> None:
