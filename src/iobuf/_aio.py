@@ -177,6 +177,9 @@ class PooledReader(asyncio.BufferedProtocol):
         self._want = 0  # bytes a waiting read needs buffered (0: none waiting)
         self._whole = False  # whether the waiting read wants them as one view (readexactly)
         self._waiter: asyncio.Future[None] | None = None
+        # The loop, kept from connection_made: on 3.11 asyncio.get_running_loop()
+        # makes a getpid() system call each time, once per wait on the hot path.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._eof = False
         self._exc: BaseException | None = None
         self._transport: asyncio.Transport | None = None
@@ -261,7 +264,7 @@ class PooledReader(asyncio.BufferedProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport = cast(asyncio.Transport, transport)
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         self._closed = loop.create_future()
         cb = self._connected_cb
         if cb is not None:
@@ -644,7 +647,7 @@ class PooledReader(asyncio.BufferedProtocol):
             # small messages reuses instead of taking a fresh one per message).
             # (No local names it: this frame stays suspended while it waits.)
             self._cur = None
-        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        waiter = self._waiter = (self._loop or self._running_loop()).create_future()
         self._want = count
         self._whole = whole
         if self._paused:
@@ -655,6 +658,13 @@ class PooledReader(asyncio.BufferedProtocol):
             self._waiter = None
             self._want = 0
             self._whole = False
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop this reader belongs to (known once the connection is made)."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -687,7 +697,7 @@ class PooledReader(asyncio.BufferedProtocol):
             if self._retry is None and self._transport is not None:
                 # The receive may bring nothing (no data left, or EOF), and then no
                 # buffer_updated re-checks the pool: the retry does.
-                self._retry = asyncio.get_running_loop().call_later(self._retry_delay, self._retry_now)
+                self._retry = self._running_loop().call_later(self._retry_delay, self._retry_now)
             return IoBufMut.with_capacity(min(size, self._chunk_size))
         if self._starved:  # a waiting read kept reading going; the pool serves again
             self._starved = False
@@ -723,7 +733,7 @@ class PooledReader(asyncio.BufferedProtocol):
             self._paused = False
             transport.resume_reading()
         if should_pause and self._starved and self._retry is None:
-            self._retry = asyncio.get_running_loop().call_later(self._retry_delay, self._retry_now)
+            self._retry = self._running_loop().call_later(self._retry_delay, self._retry_now)
 
     def _retry_now(self) -> None:
         self._retry = None
@@ -748,7 +758,7 @@ class PooledReader(asyncio.BufferedProtocol):
             raise ConnectionResetError("connection lost")
         if not self._write_paused:
             return
-        waiter = asyncio.get_running_loop().create_future()
+        waiter = self._running_loop().create_future()
         self._drain_waiters.append(waiter)
         await waiter
 
