@@ -19,6 +19,7 @@ import socket
 import ssl
 import struct
 import sys
+import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -830,8 +831,6 @@ def test_writelines_joins_nothing_on_the_selector_transport() -> None:
     """On asyncio's own socket transport, writelines sends large pieces without first
     joining them (3.11's transport would copy them all into one bytes object): the
     memory it allocates is at most what the socket did not take."""
-    import tracemalloc
-
     big = random.Random(3).randbytes(1 << 20)
 
     async def main() -> tuple[int, int]:
