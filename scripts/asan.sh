@@ -75,5 +75,5 @@ if [ $# -gt 0 ]; then
   exit
 fi
 # CI=true would make the state machine run 2,000 examples; its default is enough here.
-asan_run 0 env -u CI python -m pytest -q -p no:cacheprovider tests/test_safety.py tests/test_state_machine.py tests/test_release.py tests/test_receive.py
+asan_run 0 env -u CI python -m pytest -q -p no:cacheprovider tests/test_safety.py tests/test_state_machine.py tests/test_release.py tests/test_receive.py tests/test_views.py tests/test_pool.py
 asan_run 1 python -m bench.stress --threads 4 --ops 20000

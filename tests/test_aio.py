@@ -303,6 +303,27 @@ def test_a_frame_straddling_two_receive_buffers_is_copied_once(run: Callable[[Aw
     run(main())
 
 
+def test_a_straddling_frame_larger_than_every_class_is_copied_to_the_heap(
+    run: Callable[[Awaitable[Any]], Any],
+) -> None:
+    """A frame received before anyone reads it, in pieces, and larger than the pool's
+    largest class is copied once into heap memory (``bytes``), not into the pool's
+    oversized fallback: the pool counts no oversized request, and the frame is intact."""
+    pool = BufferPool(BufferPoolConfig(min_size=1024, max_size=4096, max_per_class=64))
+
+    async def main() -> None:
+        async with pooled_pair(pool, chunk_size=4096, copy_max=1024) as (reader, _, _, peer):
+            body = random.Random(5).randbytes(20_000)
+            peer.write(body)
+            await reader.wait_until(lambda: reader.buffered == len(body))
+            frame = await reader.readexactly(len(body))
+            assert frame == body and not frame.is_pooled
+            assert reader.copied_bytes == len(body)
+            assert pool.stats().oversized_total == 0
+
+    run(main())
+
+
 def test_readexactly_chain_never_copies(run: Callable[[Awaitable[Any]], Any]) -> None:
     """readexactly_chain returns bytes spread over several receive buffers as a chain
     of those pooled buffers, copying nothing; at EOF it raises IncompleteReadError

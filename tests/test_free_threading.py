@@ -37,7 +37,12 @@ def test_memory_other_threads_may_view_is_ctypes_backed_exactly_on_free_threaded
     frozen_heap = IoBufMut(b"frozen heap").freeze()
     exported = IoBufMut(b"exported")
     view = exported.as_memoryview()
-    for mv in (small._mv, page._mv, aligned_block(100, 64)):
+    for mv in (
+        small._mv,
+        page._mv,
+        aligned_block(100, 64, pooled=False),
+        aligned_block(2 * PAGE, 64, pooled=False),
+    ):
         assert isinstance(mv.obj, ctypes.Array) is FREE_THREADED
     assert isinstance(frozen_heap._mv.obj, ctypes.Array) is FREE_THREADED
     assert isinstance(exported._mv.obj, ctypes.Array) is FREE_THREADED

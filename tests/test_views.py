@@ -45,6 +45,19 @@ def test_constructors() -> None:
     assert big.address % (1 << 16) == 0
 
 
+@pytest.mark.parametrize("alignment", [8, 64, PAGE])
+def test_untracked_aligned_buffers_are_zeroed_when_the_allocator_reuses_memory(alignment: int) -> None:
+    """Untracked aligned blocks come from the heap, which hands freed memory out
+    again: a block made right after a dirtied one of the same size is zeroed
+    and aligned all the same, small or larger than the allocator's map threshold."""
+    for size in (100, 3 * PAGE, 1 << 20):
+        for _ in range(3):
+            buf = IoBufMut.zeroed_with_alignment(size, alignment)
+            assert buf.address % alignment == 0 and bytes(buf) == bytes(size)
+            buf.as_memoryview()[:] = b"\xff" * size
+            del buf
+
+
 def test_fixed_buffer_refuses_a_write_that_does_not_fit_and_writes_nothing() -> None:
     """put_slice past a fixed capacity raises ValueError and leaves the buffer as it was."""
     buf = IoBufMut.with_alignment(8, 8)

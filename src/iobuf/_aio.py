@@ -618,10 +618,18 @@ class PooledReader(asyncio.BufferedProtocol):
 
     def _copy_front(self, count: int) -> IoBuf:
         """A copy of the first ``count`` buffered bytes, which straddle receive
-        buffers: on the heap up to ``copy_max`` bytes, else in one buffer of the
-        pool; takes nothing from the reader."""
+        buffers: in one buffer of the pool when the copy is larger than
+        ``copy_max`` and a class holds it, else on the heap; takes nothing from
+        the reader.
+
+        A copy too large for every class goes to the heap as ``bytes`` (one
+        pass into memory the allocator reuses), not to ``pool.alloc``'s
+        fallback, which maps fresh pages for every buffer: with frames of 1 MiB
+        read after they arrived (uvloop receives ahead of the reading task),
+        the kernel's page faults and zeroing cost more than the copy itself.
+        """
         views = front_views(self._chain._chunks, count)
-        if count <= self._copy_max:
+        if count <= self._copy_max or count > self._pool.config.max_size:
             return IoBuf(b"".join(views))
         out = self._pool.alloc(count)
         for view in views:

@@ -129,8 +129,9 @@ cdef extern from *:
     static inline void *iob_tss_get(void) { return PyThread_tss_get(&iob_key); }
     static inline void iob_tss_set(void *v) { (void)PyThread_tss_set(&iob_key, v); }
 
-    /* Memory. Blocks of at least a page are anonymous private maps (zero-filled
-       lazily, private to a forked child); smaller ones come from posix_memalign. */
+    /* Memory. Pooled blocks of at least a page are anonymous private maps
+       (zero-filled lazily, private to a forked child); smaller ones come from
+       posix_memalign. */
     static char iob_empty_bytes[8];
     static size_t iob_page = 0;
     static inline size_t iob_pagesize(void) {
@@ -168,6 +169,18 @@ cdef extern from *:
         if (size >= iob_pagesize()) munmap(p, iob_round_page(size)); else free(p);
     }
     static void *iob_heap_alloc(size_t size) { return size ? calloc(1, size) : (void *)iob_empty_bytes; }
+    /* Untracked aligned blocks (fallbacks, bypasses, with_alignment) live as long
+       as one buffer: from malloc's heap, which reuses memory it already has, where
+       a fresh map per block costs a page fault and a kernel zeroing per page
+       (pool.alloc's 1 MiB fallback: 256 faults, 3x a bytearray). Freed with free(). */
+    static void *iob_heap_aligned(size_t size, size_t align) {
+        void *p = NULL;
+        if (size == 0) return iob_empty_bytes;
+        if (align <= 2 * sizeof(void *)) return calloc(1, size);  /* what malloc aligns to anyway */
+        if (posix_memalign(&p, align, size)) return NULL;
+        memset(p, 0, size);
+        return p;
+    }
     static void iob_heap_free(void *p) { if (p && p != (void *)iob_empty_bytes) free(p); }
     static inline char *iob_empty(void) { return iob_empty_bytes; }
 
@@ -237,6 +250,7 @@ cdef extern from *:
     void iob_mem_free(void *p, size_t size) nogil
     void *iob_heap_alloc(size_t size) nogil
     void iob_heap_free(void *p) nogil
+    void *iob_heap_aligned(size_t size, size_t align) nogil
     char *iob_empty() nogil
     char *iob_fmt_B() nogil
     void iob_immortalize(PyObject *o)
@@ -250,8 +264,7 @@ cdef extern from *:
 cdef enum:
     MIN_BATCH_CAPACITY = 4
     KIND_NONE = 0     # Block kinds: what a Block frees when it dies
-    KIND_HEAP = 1
-    KIND_ALIGNED = 2
+    KIND_HEAP = 1     # (calloc'd, or posix_memalign'd for an alignment malloc does not give)
 
 
 cdef class SizeClass:

@@ -917,8 +917,6 @@ class Block:
             give_back(self.origin, self.idx, self.ptr)
         elif self.kind == KIND_HEAP:
             iob_heap_free(self.ptr)
-        elif self.kind == KIND_ALIGNED:
-            iob_mem_free(self.ptr, self.size)
         if self.has_pybuf:
             self.has_pybuf = False
             PyBuffer_Release(cython.address(self.pybuf))
@@ -945,11 +943,11 @@ def heap_block(n: cython.Py_ssize_t) -> Block:
 @cython.cfunc
 def aligned_block(n: cython.Py_ssize_t, align: cython.Py_ssize_t) -> Block:
     b: Block = Block.__new__(Block)
-    b.ptr = cython.cast(cython.p_char, iob_mem_alloc(n, align, 1))
+    b.ptr = cython.cast(cython.p_char, iob_heap_aligned(n, align))
     if b.ptr == cython.NULL:
         raise MemoryError(f"cannot allocate {n} bytes aligned to {align}")
     b.size = n
-    b.kind = KIND_ALIGNED
+    b.kind = KIND_HEAP
     b.lease = True
     return b
 

@@ -8,16 +8,19 @@ memoryview keeps its backing object alive, and that object (an anonymous
 goes; nothing here frees memory explicitly, so a block can never be freed while
 anything still references it.
 
-Blocks of at least one page use anonymous ``mmap`` (page-aligned by the kernel,
-zero-filled lazily, returned to the OS when unmapped). The mapping is
-``MAP_PRIVATE``: Python's default for anonymous maps is ``MAP_SHARED``, with
+Pooled blocks of at least one page use anonymous ``mmap`` (page-aligned by
+the kernel, zero-filled lazily, returned to the OS when unmapped). The mapping
+is ``MAP_PRIVATE``: Python's default for anonymous maps is ``MAP_SHARED``, with
 which a child process made by ``os.fork()`` writes into the very pages of the
 parent's buffers (a free buffer reused in both processes corrupts both);
-private pages are copied on write instead. Smaller blocks use an
-over-allocated ``bytearray`` trimmed to an aligned window. Both are zero-filled
-when new, which ``IoBufMut.zeroed_with_alignment`` (and so ``alloc_zeroed``'s
-untracked fallback) relies on; pooled buffers are re-zeroed on each
-``alloc_zeroed``, fresh or not.
+private pages are copied on write instead. Smaller pooled blocks, and every
+untracked block (fallbacks, bypasses, ``with_alignment``), use an
+over-allocated ``bytearray`` trimmed to an aligned window: an untracked block
+lives as long as one buffer, and a fresh map for each would cost a page fault
+and a kernel zeroing per page where the allocator reuses memory it already
+has. Both are zero-filled when new, which ``IoBufMut.zeroed_with_alignment``
+(and so ``alloc_zeroed``'s untracked fallback) relies on; pooled buffers are
+re-zeroed on each ``alloc_zeroed``, fresh or not.
 
 On free-threaded builds (``FREE_THREADED``) every block is instead a view of a
 ``ctypes`` array laid over that window (:func:`shareable_view`). The reason is
@@ -109,12 +112,14 @@ def shareable_view(view: memoryview) -> memoryview:
     return memoryview((ctypes.c_ubyte * len(view)).from_buffer(view)).cast("B")
 
 
-def aligned_block(size: int, alignment: int) -> memoryview:
+def aligned_block(size: int, alignment: int, *, pooled: bool) -> memoryview:
     """A new zero-filled block of ``size`` bytes whose base is a multiple of ``alignment``.
 
     ``size`` must be >= 1 and ``alignment`` a power of two (callers validate).
+    ``pooled``: whether a pool keeps the block (mapped if a page or more, see
+    the module notes) or it serves one untracked buffer (from the heap).
     """
-    if size >= _PAGE_SIZE:
+    if pooled and size >= _PAGE_SIZE:
         # mmap is page-aligned; larger alignments over-map and trim.
         extra = alignment - _PAGE_SIZE if alignment > _PAGE_SIZE else 0
         try:
@@ -123,7 +128,10 @@ def aligned_block(size: int, alignment: int) -> memoryview:
             raise MemoryError(f"cannot map {size + extra} bytes: {exc}") from exc
     else:
         extra = alignment - 1
-        raw = bytearray(size + extra)
+        try:
+            raw = bytearray(size + extra)
+        except OverflowError as exc:  # a size no bytearray can hold
+            raise MemoryError(f"cannot allocate {size + extra} bytes: {exc}") from exc
     whole = memoryview(raw)
     offset = 0
     if alignment > 1:

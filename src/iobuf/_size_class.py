@@ -435,7 +435,7 @@ class SizeClass:
         return f
 
     def _new_block(self) -> memoryview:
-        mv = aligned_block(self.size, self.alignment)
+        mv = aligned_block(self.size, self.alignment, pooled=True)
         self.addresses[id(mv)] = address_of(mv)
         return mv
 

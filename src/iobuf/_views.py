@@ -597,7 +597,7 @@ class IoBufMut(_Readable):
         align = _check_alignment(alignment)
         if n == 0:
             return _untracked(memoryview(bytearray(0)), 0, True)
-        return _untracked(aligned_block(n, align), 0, False)
+        return _untracked(aligned_block(n, align, pooled=False), 0, False)
 
     @classmethod
     def zeroed_with_alignment(cls, length: int, alignment: int) -> IoBufMut:
@@ -606,7 +606,7 @@ class IoBufMut(_Readable):
         align = _check_alignment(alignment)
         if n == 0:
             return _untracked(memoryview(bytearray(0)), 0, True)
-        return _untracked(aligned_block(n, align), n, False)
+        return _untracked(aligned_block(n, align, pooled=False), n, False)
 
     # -- size and identity ---------------------------------------------------
 
