@@ -11,11 +11,13 @@ line (``$5``) and a length-prefixed value. It is written once, in
   ``readexactly`` returned (what a user who wants zero copy keeps);
 
 each on the default event loop and on uvloop. Every server runs in its own
-process; ``redis-benchmark`` runs SET then GET against it, ``-P 16``
-(pipelined) or ``-P 1`` (one request at a time), and the server's RSS is read
-from ``/proc`` after the run, with every key of the keyspace stored.
-Rounds interleave the servers; the median per cell is reported, with ratios
-iobuf / streamreader on the same loop.
+process; ``redis-benchmark`` runs SET, then GET against it, ``-P 16``
+(pipelined) or ``-P 1`` (one request at a time). Measured: requests per
+second; the server's CPU time (user + system, from ``/proc``) per request,
+which says what the server itself costs when the client and the kernel bound
+the rate; and the server's RSS after the run, with every key of the keyspace
+stored. Rounds interleave the servers; the median per cell is reported, with
+ratios iobuf / streamreader on the same loop.
 
 Throughput on this shared 2-core machine varies by up to 2x between rounds,
 so ``--kv --instructions`` also counts what the server itself executes: each
@@ -94,6 +96,10 @@ def _apt_install(package: str, command: str) -> str | None:
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
         subprocess.run(["apt-get", "install", "-y", "-q", package], check=False, env=env)  # noqa: S603, S607
     return shutil.which(command)
+
+
+#: What each measurement records (RSS last).
+_METRICS = ("set", "get", "set_cpu_us", "get_cpu_us", "rss_kib")
 
 
 def servers() -> list[str]:
@@ -255,10 +261,18 @@ def _rss_kib(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU time the process has used, from ``/proc`` (clock-tick resolution)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()  # (after the command name, which may hold spaces)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def measure(
     kind: str, size: int, requests: int, keyspace: int, *, pipeline: int, client: str
 ) -> dict[str, Any]:
-    """One server process, SET then GET from redis-benchmark: requests/s each, and RSS after."""
+    """One server process, SET then GET from redis-benchmark: requests/s each, the
+    server's CPU time (user + system) per request each, and RSS after."""
     proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
         [sys.executable, "-c", f"from bench._kv import serve; serve({kind!r})"],
         stdout=subprocess.PIPE,
@@ -268,21 +282,27 @@ def measure(
     try:
         assert proc.stdout is not None
         port = int(proc.stdout.readline())
-        out = subprocess.run(  # noqa: S603 - a fixed command line
-            [
-                *(client, "-p", str(port), "-t", "set,get", "-n", str(requests), "-c", str(CLIENTS)),
-                *("-P", str(pipeline), "-d", str(size), "-r", str(keyspace), "--csv"),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=300,
-        ).stdout
-        rates = {}
-        for row in out.splitlines()[1:]:
+        found: dict[str, Any] = {}
+        for test in ("set", "get"):
+            before = _cpu_seconds(proc.pid)
+            out = subprocess.run(  # noqa: S603 - a fixed command line
+                [
+                    *(client, "-p", str(port), "-t", test, "-n", str(requests), "-c", str(CLIENTS)),
+                    *("-P", str(pipeline), "-d", str(size), "-r", str(keyspace), "--csv"),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=300,
+            ).stdout
+            found[f"{test}_cpu_us"] = (_cpu_seconds(proc.pid) - before) / requests * 1e6
+            row = out.splitlines()[-1]
             cells = [c.strip('"') for c in row.split(",")]
-            rates[cells[0].lower()] = float(cells[1])
-        return {"set": rates["set"], "get": rates["get"], "rss_kib": _rss_kib(proc.pid)}
+            if cells[0].lower() != test:
+                raise RuntimeError(f"redis-benchmark printed {row!r} for -t {test}")
+            found[test] = float(cells[1])
+        found["rss_kib"] = _rss_kib(proc.pid)
+        return found
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
@@ -308,11 +328,12 @@ def run(
                     samples.setdefault(f"{kind}|{size}|{pipeline}", []).append(one)
                     log(
                         f"round {r + 1}/{rounds} {kind:20} {size:8d} B -P {pipeline:2d}: "
-                        f"SET {one['set']:9.0f}/s GET {one['get']:9.0f}/s RSS {one['rss_kib'] // 1024} MiB"
+                        f"SET {one['set']:9.0f}/s GET {one['get']:9.0f}/s "
+                        f"CPU/request SET {one['set_cpu_us']:7.1f} us GET {one['get_cpu_us']:7.1f} us "
+                        f"RSS {one['rss_kib'] // 1024} MiB"
                     )
     cells = {
-        key: {m: statistics.median(s[m] for s in runs) for m in ("set", "get", "rss_kib")}
-        for key, runs in samples.items()
+        key: {m: statistics.median(s[m] for s in runs) for m in _METRICS} for key, runs in samples.items()
     }
     return {"cells": cells, "samples": samples, "rounds": rounds, "clients": CLIENTS}
 
@@ -423,26 +444,34 @@ def render_instructions(result: dict[str, Any]) -> str:
 
 
 def paired_ratios(result: dict[str, Any], key: str, metric: str) -> list[float]:
-    """iobuf / streamreader for ``metric``, one ratio per round (the two ran side by side)."""
+    """iobuf / streamreader for a rate, streamreader / iobuf for a CPU time per
+    request (above 1: iobuf does better either way), one ratio per round (the
+    two ran side by side)."""
     ours = result["samples"][key.replace("streamreader", "iobuf")]
     peer = result["samples"][key]
+    if metric.endswith("_cpu_us"):
+        ours, peer = peer, ours
     return sorted(o[metric] / p[metric] for o, p in zip(ours, peer, strict=True))
 
 
 def render(result: dict[str, Any]) -> str:
     cells = result["cells"]
     lines = [
-        f"redis-benchmark -t set,get, {result['clients']} clients, {result['rounds']} interleaved rounds; "
-        "ratio = iobuf / streamreader on the same loop in the same round: "
+        f"redis-benchmark -t set, then -t get, {result['clients']} clients, "
+        f"{result['rounds']} interleaved rounds; "
+        "ratio = iobuf / streamreader requests/s on the same loop in the same round, and "
+        "streamreader / iobuf server CPU time (user + system) per request (above 1: iobuf does better): "
         "median (95% confidence interval of the median, from 6 rounds) [min-max]",
         "",
-        "| loop | value | pipeline | SET ratio | GET ratio | streamreader SET/s | RSS iobuf / streamreader |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| loop | value | pipeline | SET ratio | GET ratio | SET CPU ratio | GET CPU ratio "
+        "| streamreader SET/s | RSS iobuf / streamreader |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for key, loop, size, pipeline, peer, ours in _pairs(cells):
-        ratio = {m: _spread(paired_ratios(result, key, m)) for m in ("set", "get")}
+        ratio = {m: _spread(paired_ratios(result, key, m)) for m in _METRICS[:-1]}
         lines.append(
             f"| {loop} | {_size(size)} | {pipeline} | {ratio['set']} | {ratio['get']} | "
+            f"{ratio['set_cpu_us']} | {ratio['get_cpu_us']} | "
             f"{peer['set']:.0f} | {ours['rss_kib'] / 1024:.0f} / {peer['rss_kib'] / 1024:.0f} MiB |"
         )
     return "\n".join(lines)

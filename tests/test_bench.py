@@ -415,6 +415,8 @@ def test_kv_benchmark_drives_both_servers_with_redis_benchmark(tmp_path: Path) -
     assert len(result["cells"]) == 2 * len(_kv.servers())
     for cell in result["cells"].values():
         assert cell["set"] > 0 and cell["get"] > 0 and cell["rss_kib"] > 0
+        assert cell["set_cpu_us"] >= 0 and cell["get_cpu_us"] >= 0  # (clock ticks: a short run may show 0)
+    assert sum(c["set_cpu_us"] + c["get_cpu_us"] for c in result["cells"].values()) > 0
     assert "| asyncio | 100 B | 16 |" in _kv.render(result)
 
 
@@ -431,7 +433,7 @@ def test_kv_cells_can_be_chosen_and_rounds_give_a_median_interval(
     assert _kv.median_interval([float(i) for i in range(6)]) == (0.0, 5.0)
     assert _kv.median_interval([float(i) for i in range(10)]) == (1.0, 8.0)
     assert _kv.median_interval([float(i) for i in range(20)]) == (5.0, 14.0)
-    assert main(["--kv", "--rounds", "1", "--values", "100", "--pipelines", "1", "--out", str(tmp_path)]) == 0
+    assert main(["--kv", "--quick", "--values", "100", "--pipelines", "1", "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "kv.json").read_text())
     assert {key.split("|", 1)[1] for key in result["cells"]} == {"100|1"}
     with pytest.raises(SystemExit):
