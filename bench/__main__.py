@@ -272,6 +272,8 @@ def _run_kv(
     result["copy_costs"] = _kv.copy_costs()
     print(_kv.render(result))
     print()
+    print(_kv.render_cpu(result))
+    print()
     print(_kv.render_copy_costs(result["copy_costs"]))
     print(f"\nwrote {out / 'kv.json'}")
     return 0

@@ -99,7 +99,7 @@ def _apt_install(package: str, command: str) -> str | None:
 
 
 #: What each measurement records (RSS last).
-_METRICS = ("set", "get", "set_cpu_us", "get_cpu_us", "rss_kib")
+_METRICS = ("set", "get", "set_cpu_us", "get_cpu_us", "set_user_us", "get_user_us", "rss_kib")
 
 
 def servers() -> list[str]:
@@ -261,11 +261,12 @@ def _rss_kib(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User plus system CPU time the process has used, from ``/proc`` (clock-tick resolution)."""
+def _cpu_seconds(pid: int) -> tuple[float, float]:
+    """The user and the system CPU time the process has used, from ``/proc`` (clock-tick resolution)."""
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rpartition(")")[2].split()  # (after the command name, which may hold spaces)
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def measure(
@@ -295,7 +296,10 @@ def measure(
                 check=True,
                 timeout=300,
             ).stdout
-            found[f"{test}_cpu_us"] = (_cpu_seconds(proc.pid) - before) / requests * 1e6
+            after = _cpu_seconds(proc.pid)
+            user, system = ((a - b) / requests * 1e6 for a, b in zip(after, before, strict=True))
+            found[f"{test}_cpu_us"] = user + system
+            found[f"{test}_user_us"] = user
             row = out.splitlines()[-1]
             cells = [c.strip('"') for c in row.split(",")]
             if cells[0].lower() != test:
@@ -468,12 +472,32 @@ def render(result: dict[str, Any]) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for key, loop, size, pipeline, peer, ours in _pairs(cells):
-        ratio = {m: _spread(paired_ratios(result, key, m)) for m in _METRICS[:-1]}
+        ratio = {m: _spread(paired_ratios(result, key, m)) for m in _METRICS[:4]}
         lines.append(
             f"| {loop} | {_size(size)} | {pipeline} | {ratio['set']} | {ratio['get']} | "
             f"{ratio['set_cpu_us']} | {ratio['get_cpu_us']} | "
             f"{peer['set']:.0f} | {ours['rss_kib'] / 1024:.0f} / {peer['rss_kib'] / 1024:.0f} MiB |"
         )
+    return "\n".join(lines)
+
+
+def render_cpu(result: dict[str, Any]) -> str:
+    """Medians of the server's CPU time per request, split into user space (the
+    server's own code and the libraries it runs) and the kernel (system calls,
+    page faults, loopback TCP: the same work for both readers)."""
+    lines = [
+        "server CPU per request (us, median), user space + kernel: streamreader / iobuf",
+        "",
+        "| loop | value | pipeline | SET user | SET kernel | GET user | GET kernel |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for _, loop, size, pipeline, peer, ours in _pairs(result["cells"]):
+        row = [loop, _size(size), str(pipeline)]
+        for test in ("set", "get"):
+            user = (peer[f"{test}_user_us"], ours[f"{test}_user_us"])
+            kernel = (peer[f"{test}_cpu_us"] - user[0], ours[f"{test}_cpu_us"] - user[1])
+            row += [f"{user[0]:.1f} / {user[1]:.1f}", f"{kernel[0]:.1f} / {kernel[1]:.1f}"]
+        lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 

@@ -418,6 +418,7 @@ def test_kv_benchmark_drives_both_servers_with_redis_benchmark(tmp_path: Path) -
         assert cell["set_cpu_us"] >= 0 and cell["get_cpu_us"] >= 0  # (clock ticks: a short run may show 0)
     assert sum(c["set_cpu_us"] + c["get_cpu_us"] for c in result["cells"].values()) > 0
     assert "| asyncio | 100 B | 16 |" in _kv.render(result)
+    assert "| asyncio | 100 B | 16 |" in _kv.render_cpu(result)
 
 
 def test_kv_cells_can_be_chosen_and_rounds_give_a_median_interval(
