@@ -308,7 +308,8 @@ def test_a_straddling_frame_larger_than_every_class_is_copied_to_the_heap(
 ) -> None:
     """A frame received before anyone reads it, in pieces, and larger than the pool's
     largest class is copied once into heap memory (``bytes``), not into the pool's
-    oversized fallback: the pool counts no oversized request, and the frame is intact."""
+    oversized fallback: the pool counts no oversized request, and the frame is intact,
+    also when the pool was closed before the read (the copy takes nothing from it)."""
     pool = BufferPool(BufferPoolConfig(min_size=1024, max_size=4096, max_per_class=64))
 
     async def main() -> None:
@@ -320,6 +321,11 @@ def test_a_straddling_frame_larger_than_every_class_is_copied_to_the_heap(
             assert frame == body and not frame.is_pooled
             assert reader.copied_bytes == len(body)
             assert pool.stats().oversized_total == 0
+            # The copy needs no pool, so it is made even once the pool is closed.
+            peer.write(body)
+            await reader.wait_until(lambda: reader.buffered == len(body))
+            pool.close()
+            assert await reader.readexactly(len(body)) == body and reader.buffered == 0
 
     run(main())
 

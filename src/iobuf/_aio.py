@@ -16,7 +16,8 @@ Invariants:
   that size, and an application that keeps many small values would otherwise
   keep whole receive buffers alive). A larger result received into one buffer
   is a view of it (zero-copy); one that straddles buffers is copied once, into
-  a buffer of the same pool. ``readexactly_chain`` always returns views.
+  a buffer of the same pool (or into ``bytes`` when it is larger than the
+  pool's largest class). ``readexactly_chain`` always returns views.
 - Receive buffers are sized adaptively (``buffer_updated``): the size doubles
   after a receive that filled it and halves after two receives in a row that
   used under a quarter, within ``[MIN_GUESS, chunk_size]``. A read that has

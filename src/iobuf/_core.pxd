@@ -170,13 +170,20 @@ cdef extern from *:
     }
     static void *iob_heap_alloc(size_t size) { return size ? calloc(1, size) : (void *)iob_empty_bytes; }
     /* Untracked aligned blocks (fallbacks, bypasses, with_alignment) live as long
-       as one buffer: from malloc's heap, which reuses memory it already has, where
-       a fresh map per block costs a page fault and a kernel zeroing per page
-       (pool.alloc's 1 MiB fallback: 256 faults, 3x a bytearray). Freed with free(). */
+       as one buffer. Below IOB_MAP_MIN they come from malloc's heap, which reuses
+       memory it already has, where a fresh map per block costs a page fault and a
+       kernel zeroing per page (pool.alloc's 1 MiB fallback: 256 faults, 3x a
+       bytearray); freed with free(). From IOB_MAP_MIN on (glibc's largest mmap
+       threshold: it maps such sizes afresh anyway) they are maps, zero-filled
+       lazily, so a huge buffer of which little is used costs little; freed with
+       iob_mem_free. calloc only for pointer alignment, which every malloc gives
+       for every size (16 is not promised for blocks under 16 bytes). */
+    #define IOB_MAP_MIN ((size_t)32 << 20)
     static void *iob_heap_aligned(size_t size, size_t align) {
         void *p = NULL;
         if (size == 0) return iob_empty_bytes;
-        if (align <= 2 * sizeof(void *)) return calloc(1, size);  /* what malloc aligns to anyway */
+        if (size >= IOB_MAP_MIN) return iob_mem_alloc(size, align, 1);
+        if (align <= sizeof(void *)) return calloc(1, size);
         if (posix_memalign(&p, align, size)) return NULL;
         memset(p, 0, size);
         return p;
@@ -251,6 +258,7 @@ cdef extern from *:
     void *iob_heap_alloc(size_t size) nogil
     void iob_heap_free(void *p) nogil
     void *iob_heap_aligned(size_t size, size_t align) nogil
+    size_t IOB_MAP_MIN
     char *iob_empty() nogil
     char *iob_fmt_B() nogil
     void iob_immortalize(PyObject *o)
@@ -265,6 +273,7 @@ cdef enum:
     MIN_BATCH_CAPACITY = 4
     KIND_NONE = 0     # Block kinds: what a Block frees when it dies
     KIND_HEAP = 1     # (calloc'd, or posix_memalign'd for an alignment malloc does not give)
+    KIND_MAPPED = 2   # (iob_mem_alloc'd: an untracked block of IOB_MAP_MIN or more)
 
 
 cdef class SizeClass:

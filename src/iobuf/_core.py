@@ -917,6 +917,8 @@ class Block:
             give_back(self.origin, self.idx, self.ptr)
         elif self.kind == KIND_HEAP:
             iob_heap_free(self.ptr)
+        elif self.kind == KIND_MAPPED:
+            iob_mem_free(self.ptr, self.size)
         if self.has_pybuf:
             self.has_pybuf = False
             PyBuffer_Release(cython.address(self.pybuf))
@@ -947,7 +949,7 @@ def aligned_block(n: cython.Py_ssize_t, align: cython.Py_ssize_t) -> Block:
     if b.ptr == cython.NULL:
         raise MemoryError(f"cannot allocate {n} bytes aligned to {align}")
     b.size = n
-    b.kind = KIND_HEAP
+    b.kind = KIND_MAPPED if cython.cast(cython.size_t, n) >= IOB_MAP_MIN else KIND_HEAP
     b.lease = True
     return b
 

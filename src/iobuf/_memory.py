@@ -13,12 +13,15 @@ the kernel, zero-filled lazily, returned to the OS when unmapped). The mapping
 is ``MAP_PRIVATE``: Python's default for anonymous maps is ``MAP_SHARED``, with
 which a child process made by ``os.fork()`` writes into the very pages of the
 parent's buffers (a free buffer reused in both processes corrupts both);
-private pages are copied on write instead. Smaller pooled blocks, and every
-untracked block (fallbacks, bypasses, ``with_alignment``), use an
-over-allocated ``bytearray`` trimmed to an aligned window: an untracked block
-lives as long as one buffer, and a fresh map for each would cost a page fault
-and a kernel zeroing per page where the allocator reuses memory it already
-has. Both are zero-filled when new, which ``IoBufMut.zeroed_with_alignment``
+private pages are copied on write instead. Smaller pooled blocks, and
+untracked blocks (fallbacks, bypasses, ``with_alignment``) under
+``MAP_MIN``, use an over-allocated ``bytearray`` trimmed to an aligned
+window: an untracked block lives as long as one buffer, and a fresh map for
+each would cost a page fault and a kernel zeroing per page where the
+allocator reuses memory it already has. From ``MAP_MIN`` on (glibc's largest
+mmap threshold: malloc maps such sizes afresh anyway) untracked blocks are
+maps too, whose pages cost nothing until touched, where a ``bytearray`` would
+zero every page up front. Both are zero-filled when new, which ``IoBufMut.zeroed_with_alignment``
 (and so ``alloc_zeroed``'s untracked fallback) relies on; pooled buffers are
 re-zeroed on each ``alloc_zeroed``, fresh or not.
 
@@ -47,7 +50,15 @@ import platform
 import sysconfig
 from typing import Final
 
-__all__ = ["FREE_THREADED", "address_of", "aligned_block", "cache_line_size", "page_size", "shareable_view"]
+__all__ = [
+    "FREE_THREADED",
+    "MAP_MIN",
+    "address_of",
+    "aligned_block",
+    "cache_line_size",
+    "page_size",
+    "shareable_view",
+]
 
 # A free-threaded (PEP 703) build, whether or not the GIL happens to be enabled
 # at run time (it can be switched on after import, so the build decides).
@@ -65,6 +76,8 @@ def _detect_page_size() -> int:
 _PAGE_SIZE = _detect_page_size()
 # Anonymous (fileno -1 adds MAP_ANONYMOUS) and private: see the module notes on fork.
 _MAP_FLAGS: Final = mmap.MAP_PRIVATE
+#: The least size of an untracked block that is mapped rather than taken from the heap.
+MAP_MIN: Final = 32 << 20
 
 # The seed uses crossbeam's CachePadded alignment: 128 bytes on x86_64,
 # aarch64 and powerpc64 (adjacent-line prefetch pairs lines), 256 on s390x,
@@ -117,9 +130,10 @@ def aligned_block(size: int, alignment: int, *, pooled: bool) -> memoryview:
 
     ``size`` must be >= 1 and ``alignment`` a power of two (callers validate).
     ``pooled``: whether a pool keeps the block (mapped if a page or more, see
-    the module notes) or it serves one untracked buffer (from the heap).
+    the module notes) or it serves one untracked buffer (from the heap below
+    ``MAP_MIN``).
     """
-    if pooled and size >= _PAGE_SIZE:
+    if size >= (_PAGE_SIZE if pooled else MAP_MIN):
         # mmap is page-aligned; larger alignments over-map and trim.
         extra = alignment - _PAGE_SIZE if alignment > _PAGE_SIZE else 0
         try:
