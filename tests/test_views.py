@@ -100,7 +100,8 @@ def test_small_aligned_buffers_are_aligned_under_an_allocator_that_aligns_small_
         "       if IoBufMut.with_alignment(n, a).address % a]\n"
         "print(len(bad))\n"
     )
-    env = dict(os.environ, LD_PRELOAD=JEMALLOC)
+    # After whatever is preloaded already (the AddressSanitizer run's libasan must stay first).
+    env = dict(os.environ, LD_PRELOAD=f"{os.environ.get('LD_PRELOAD', '')} {JEMALLOC}".strip())
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "0"
 
