@@ -21,9 +21,10 @@ each would cost a page fault and a kernel zeroing per page where the
 allocator reuses memory it already has. From ``MAP_MIN`` on (glibc's largest
 mmap threshold: malloc maps such sizes afresh anyway) untracked blocks are
 maps too, whose pages cost nothing until touched, where a ``bytearray`` would
-zero every page up front. Both are zero-filled when new, which ``IoBufMut.zeroed_with_alignment``
-(and so ``alloc_zeroed``'s untracked fallback) relies on; pooled buffers are
-re-zeroed on each ``alloc_zeroed``, fresh or not.
+zero every page up front. Both are zero-filled when new, which
+``IoBufMut.zeroed_with_alignment`` (and so ``alloc_zeroed``'s untracked
+fallback) relies on; pooled buffers are re-zeroed on each ``alloc_zeroed``,
+fresh or not.
 
 On free-threaded builds (``FREE_THREADED``) every block is instead a view of a
 ``ctypes`` array laid over that window (:func:`shareable_view`). The reason is
