@@ -13,7 +13,7 @@ Usage::
                                # PooledReader, driven by redis-benchmark (installed from
                                # Debian's redis-tools if missing), asyncio and uvloop, 4 value
                                # sizes, pipelined and not; server CPU per request, RSS after
-                               # (about 6 minutes; --kv --quick: 1 round of a tenth of the
+                               # (about 5 minutes; --kv --quick: 1 round of a tenth of the
                                # requests; --values 100 4096 --pipelines 1: only those cells)
     python -m bench --kv --instructions  # the same servers' instructions per request under
                                # callgrind (repeatable on a shared machine; about 20 minutes)
